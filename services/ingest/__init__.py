@@ -1,0 +1,1 @@
+"""Ingest: the Segment-compatible tracking API in front of Kafka."""

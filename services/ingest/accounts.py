@@ -1,0 +1,84 @@
+"""Which account a user belongs to: kept in ingest's database, cached in process.
+
+A ``group`` call ties a user to an account; later events of that user without a
+``groupId`` land on that account. The cache is an LRU with a TTL so a user moved by a
+``group`` call on another replica is picked up within a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.ingest.models import UserAccount
+from shared.db import upsert
+
+CACHE_TTL_SECONDS = 60.0
+
+
+def user_key(user_id: str | None, anonymous_id: str | None) -> str:
+    return f"u:{user_id}" if user_id is not None else f"a:{anonymous_id}"
+
+
+class AccountDirectory:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_size: int) -> None:
+        self._sessions = sessions
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _cached(self, key: str, now: float) -> str | None:
+        hit = self._cache.get(key)
+        if hit is None or now - hit[1] > CACHE_TTL_SECONDS:
+            return None
+        self._cache.move_to_end(key)
+        return hit[0]
+
+    def _store(self, key: str, account_id: str, now: float) -> None:
+        self._cache[key] = (account_id, now)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    async def resolve(self, keys: set[str]) -> dict[str, str]:
+        """Accounts for the given user keys; keys with no known account are left out."""
+        now = time.monotonic()
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for key in keys:
+            account = self._cached(key, now)
+            if account is None:
+                missing.append(key)
+            else:
+                found[key] = account
+        if missing:
+            async with self._sessions() as session:
+                rows = await session.execute(
+                    select(UserAccount.user_key, UserAccount.account_id).where(
+                        UserAccount.user_key.in_(missing)
+                    )
+                )
+                for key, account in rows.tuples():
+                    found[key] = account
+                    self._store(key, account, now)
+        return found
+
+    async def remember(self, pairs: dict[str, str]) -> None:
+        """Store user -> account links (committed before the events are acknowledged)."""
+        if not pairs:
+            return
+        now = datetime.now(UTC)
+        async with self._sessions() as session, session.begin():
+            await upsert(
+                session,
+                UserAccount.__table__,
+                [{"user_key": k, "account_id": v, "updated_at": now} for k, v in pairs.items()],
+                keys=["user_key"],
+                update=["account_id", "updated_at"],
+            )
+        mono = time.monotonic()
+        for key, account in pairs.items():
+            self._store(key, account, mono)

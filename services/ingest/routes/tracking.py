@@ -1,0 +1,192 @@
+"""``/v1/track``, ``/identify``, ``/group``, ``/page``, ``/screen``, ``/batch``.
+
+The body is read raw (gzip, size caps, JSON errors named) rather than through FastAPI's
+body parsing, so that one bad event in a batch refuses that event, not the request.
+The OpenAPI spec still documents each body's schema.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
+
+from services.ingest import tracking
+from services.ingest.accounts import AccountDirectory
+from services.ingest.body import BodyError, read_json_object
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorResponse,
+    SegmentMessage,
+    TrackResponse,
+)
+from services.ingest.settings import IngestSettings
+from shared.auth import authorize, token_from_header
+from shared.kafka import Publisher, PublishError
+from shared.logging import bind_trace_id
+from shared.responses import JSONBytes
+
+router = APIRouter(prefix="/v1", tags=["tracking"])
+
+SUCCESS = b'{"success":true}'
+RETRY_AFTER_SECONDS = "5"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "invalid event(s); the reason names the field"},
+    401: {"model": ErrorResponse, "description": "missing or invalid write key"},
+    403: {"model": ErrorResponse, "description": "the key lacks the 'ingest' scope"},
+    413: {"model": ErrorResponse, "description": "body or event too large"},
+    415: {"model": ErrorResponse, "description": "unsupported Content-Encoding"},
+    429: {"model": ErrorResponse, "description": "rate limited; see Retry-After"},
+    503: {"model": ErrorResponse, "description": "broker unavailable; see Retry-After"},
+}
+_SENT_AT = TypeAdapter(datetime)
+
+
+def _body_schema(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONBytes({"success": False, "detail": detail}, status_code=status, headers=headers)
+
+
+def _trace_id(request: Request) -> str:
+    """W3C ``traceparent`` when the caller sent one, else a fresh id."""
+    parent = request.headers.get("traceparent", "")
+    parts = parent.split("-")
+    if len(parts) == 4 and len(parts[1]) == 32:
+        return parts[1]
+    return uuid.uuid4().hex
+
+
+async def _ingest(request: Request, *, forced_type: str | None) -> Response:
+    app_state = request.app.state
+    settings: IngestSettings = app_state.settings
+    limit = settings.max_batch_bytes if forced_type is None else settings.max_event_bytes
+    try:
+        body, size = await read_json_object(request, limit=limit)
+    except BodyError as exc:
+        return _error(exc.status, exc.detail)
+
+    token = token_from_header(request.headers.get("authorization"))
+    if token is None and isinstance(body.get("writeKey"), str):
+        token = body["writeKey"]
+    claims = authorize(settings.secret, token, "ingest")
+
+    sent_at: datetime | None = None
+    if forced_type is None:
+        events = body.get("batch")
+        if not isinstance(events, list):
+            return _error(400, "batch: field required (a list of events)")
+        if len(events) > settings.max_batch_events:
+            return _error(413, f"batch has more than {settings.max_batch_events} events")
+        if body.get("sentAt") is not None:
+            try:
+                sent_at = _SENT_AT.validate_python(body["sentAt"])
+            except ValidationError:
+                return _error(400, "sentAt: not a valid ISO-8601 timestamp")
+        sizes = None
+    else:
+        events, sizes = [body], [size]
+    if not events:
+        return _error(400, "batch: empty; send at least one event")
+
+    limiter: RateLimiter = app_state.rate_limiter
+    wait = limiter.take(claims.token_id, len(events))
+    if wait:
+        retry = "60" if math.isinf(wait) else str(max(1, math.ceil(wait)))
+        return _error(429, "rate limit exceeded for this write key", {"Retry-After": retry})
+
+    trace_id = _trace_id(request)
+    bind_trace_id(trace_id)
+    directory: AccountDirectory = app_state.directory
+    outcome = await tracking.process(
+        events,
+        forced_type=forced_type,
+        directory=directory,
+        trace_id=trace_id,
+        max_event_bytes=settings.max_event_bytes,
+        sizes=sizes,
+        sent_at=sent_at,
+    )
+    if not outcome.messages:
+        reasons = "; ".join(f"[{i}] {r}" for i, r in outcome.rejected[:20])
+        if forced_type is not None:
+            reasons = outcome.rejected[0][1]
+        status = 413 if "larger than" in reasons and len(outcome.rejected) == 1 else 400
+        return JSONBytes(
+            {
+                "success": False,
+                "detail": reasons,
+                "rejected": [{"index": i, "reason": r} for i, r in outcome.rejected],
+            },
+            status_code=status,
+        )
+    try:
+        await directory.remember(outcome.links)
+        publisher: Publisher = app_state.runtime.publisher
+        await publisher.publish_keyed(outcome.messages, headers=[("trace_id", trace_id.encode())])
+    except PublishError:
+        return _error(
+            503, "event broker unavailable; retry later", {"Retry-After": RETRY_AFTER_SECONDS}
+        )
+    if not outcome.rejected:
+        return Response(SUCCESS, media_type="application/json")
+    return Response(
+        orjson.dumps(
+            {
+                "success": True,
+                "accepted": len(outcome.messages),
+                "rejected": [{"index": i, "reason": r} for i, r in outcome.rejected],
+            }
+        ),
+        media_type="application/json",
+    )
+
+
+def _single(kind: str, summary: str) -> None:
+    async def endpoint(request: Request) -> Response:
+        return await _ingest(request, forced_type=kind)
+
+    endpoint.__name__ = kind
+    router.add_api_route(
+        f"/{kind}",
+        endpoint,
+        methods=["POST"],
+        summary=summary,
+        response_model=TrackResponse,
+        responses=ERRORS,
+        openapi_extra=_body_schema(SegmentMessage),
+    )
+
+
+_single("track", "Record an action a user performed")
+_single("identify", "Tie a user to their traits (email, name, role): makes a contact")
+_single("group", "Tie a user to an account and record its traits: makes an account")
+_single("page", "Record a page view")
+_single("screen", "Record a mobile screen view")
+
+
+@router.post(
+    "/batch",
+    summary="Send many calls at once (what Segment's SDKs send)",
+    response_model=BatchResponse,
+    responses=ERRORS,
+    openapi_extra=_body_schema(BatchRequest),
+)
+async def batch(request: Request) -> Response:
+    return await _ingest(request, forced_type=None)
+
+
+# RudderStack's SDKs post batches to /v1/import as well.
+router.add_api_route("/import", batch, methods=["POST"], include_in_schema=False)

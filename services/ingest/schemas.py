@@ -1,0 +1,152 @@
+"""Segment HTTP Tracking API messages, validated with the field names Segment uses.
+
+Limits follow Segment's: ``messageId`` under 100 characters, ids under 255, event names
+under 200, at most 8 levels of nesting in ``properties``/``traits``/``context``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+MAX_DEPTH = 8
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+
+EventType = Literal["track", "identify", "group", "page", "screen"]
+
+
+def _stringify_id(value: Any) -> Any:
+    """Segment's SDKs send numeric ids as numbers at times; they are still ids."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+Id = Annotated[str, BeforeValidator(_stringify_id), StringConstraints(min_length=1, max_length=255)]
+MessageId = Annotated[
+    str, BeforeValidator(_stringify_id), StringConstraints(min_length=1, max_length=100)
+]
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _check_time(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if value < EARLIEST or value > datetime.now(UTC) + FUTURE_SLACK:
+        raise ValueError("timestamp is out of range (2000-01-01 to one day ahead)")
+    return value
+
+
+class SegmentMessage(BaseModel):
+    """One call of the tracking API. Unknown fields are kept out, not refused."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=8192)
+
+    type: EventType | None = None
+    userId: Id | None = None
+    anonymousId: Id | None = None
+    messageId: MessageId | None = None
+    event: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    groupId: Id | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+    writeKey: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("properties", "traits", "context")
+    @classmethod
+    def _not_too_deep(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value) > MAX_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        return value
+
+    @field_validator("timestamp", "originalTimestamp", "sentAt")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        return _check_time(value)
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> SegmentMessage:
+        if self.userId is None and self.anonymousId is None:
+            raise ValueError("userId or anonymousId is required")
+        if self.type == "track" and not self.event:
+            raise ValueError("event is required for track")
+        if self.type == "group" and not self.groupId:
+            raise ValueError("groupId is required for group")
+        return self
+
+    def occurred_at(self, received_at: datetime) -> datetime:
+        """Segment's rule: ``timestamp``, else ``originalTimestamp`` corrected by clock skew."""
+        if self.timestamp is not None:
+            return self.timestamp
+        if self.originalTimestamp is not None:
+            if self.sentAt is not None:
+                return received_at - (self.sentAt - self.originalTimestamp)
+            return self.originalTimestamp
+        return received_at
+
+    def account_hint(self) -> str | None:
+        """``groupId``, else ``context.groupId``."""
+        if self.groupId:
+            return self.groupId
+        hint = self.context.get("groupId")
+        if isinstance(hint, int | str) and not isinstance(hint, bool) and str(hint):
+            return str(hint)[:255]
+        return None
+
+
+class BatchRequest(BaseModel):
+    """``POST /v1/batch`` (also what Segment's SDKs send)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    batch: list[dict[str, Any]] = Field(max_length=2500)
+    sentAt: datetime | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    writeKey: str | None = None
+
+
+class TrackResponse(BaseModel):
+    success: bool = True
+
+
+class Rejection(BaseModel):
+    index: int
+    reason: str
+
+
+class BatchResponse(BaseModel):
+    success: bool = True
+    accepted: int | None = None
+    rejected: list[Rejection] | None = None
+
+
+class ErrorResponse(BaseModel):
+    success: bool = False
+    detail: str

@@ -1,0 +1,235 @@
+"""From Segment calls to envelopes: validation, account resolution, the Kafka messages.
+
+Pure apart from the account directory lookup; the route owns the HTTP side.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from services.ingest.accounts import AccountDirectory, user_key
+from services.ingest.schemas import SegmentMessage
+from shared import topics
+from shared.envelope import ENVELOPE_VERSION
+
+SOURCE = "ingest"
+ACCOUNT_FIELDS = ("name", "plan", "mrr", "owner", "stage", "segment", "renewal_date")
+CONTACT_FIELDS = ("email", "name", "role")
+NO_ACCOUNT = "no account: send groupId (or context.groupId), or a group call for this user first"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one request produced: Kafka messages to publish, and refused events by index."""
+
+    messages: list[tuple[str, bytes, bytes]] = field(default_factory=list)  # topic, key, value
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    links: dict[str, str] = field(default_factory=dict)  # user key -> account (group calls)
+
+
+def describe(error: ValidationError) -> str:
+    """'field: message' for each problem, so the client sees which field is wrong."""
+    parts = []
+    for err in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)[:1000]
+
+
+def validate(raw: Any, forced_type: str | None) -> SegmentMessage | str:
+    if not isinstance(raw, dict):
+        return "event must be a JSON object"
+    if forced_type is not None:
+        raw = {**raw, "type": forced_type}
+    elif raw.get("type") is None:
+        return "type: field required (track, identify, group, page or screen)"
+    try:
+        return SegmentMessage.model_validate(raw)
+    except ValidationError as exc:
+        return describe(exc)
+
+
+def _clean_float(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"traits.{name} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"traits.{name} must be a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"traits.{name} must be a non-negative number")
+    return number
+
+
+def _clean_str(value: Any, name: str, limit: int = 255) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError(f"traits.{name} must be a string")
+    return str(value)[:limit]
+
+
+def account_data(msg: SegmentMessage, message_id: str) -> dict[str, Any]:
+    traits = msg.traits
+    renewal = traits.get("renewal_date")
+    if renewal is not None:
+        try:
+            renewal = date.fromisoformat(str(renewal)[:10]).isoformat()
+        except ValueError:
+            raise ValueError("traits.renewal_date must be a date (YYYY-MM-DD)") from None
+    owner = _clean_str(traits.get("owner"), "owner")
+    if owner is not None and "@" not in owner:
+        raise ValueError("traits.owner must be the CSM's email address")
+    return {
+        "message_id": message_id,
+        "name": _clean_str(traits.get("name"), "name"),
+        "plan": _clean_str(traits.get("plan"), "plan"),
+        "mrr": _clean_float(traits.get("mrr"), "mrr"),
+        "owner": owner.lower() if owner else None,
+        "stage": _clean_str(traits.get("stage"), "stage"),
+        "segment": _clean_str(traits.get("segment"), "segment"),
+        "renewal_date": renewal,
+        "traits": {k: v for k, v in traits.items() if k not in ACCOUNT_FIELDS},
+    }
+
+
+def contact_data(msg: SegmentMessage, message_id: str) -> dict[str, Any]:
+    traits = msg.traits
+    return {
+        "message_id": message_id,
+        "user_id": msg.userId or f"anonymous:{msg.anonymousId}",
+        "email": _clean_str(traits.get("email"), "email", 320),
+        "name": _clean_str(traits.get("name"), "name"),
+        "role": _clean_str(traits.get("role"), "role"),
+        "traits": {k: v for k, v in traits.items() if k not in CONTACT_FIELDS},
+    }
+
+
+def usage_data(msg: SegmentMessage, message_id: str, occurred_at: datetime) -> dict[str, Any]:
+    kind = msg.type or "track"
+    if kind == "track":
+        event = msg.event or ""
+    else:  # page / screen: Segment's "Loaded a Page" convention, named when we can
+        event = f"{kind}:{msg.name}" if msg.name else kind
+    return {
+        "message_id": message_id,
+        "kind": kind,
+        "event": event,
+        "user_id": msg.userId,
+        "anonymous_id": msg.anonymousId,
+        "timestamp": occurred_at,
+        "properties": msg.properties,
+        "context": msg.context,
+    }
+
+
+def envelope_bytes(
+    *,
+    type: str,
+    account_id: str,
+    data: dict[str, Any],
+    occurred_at: datetime,
+    produced_at: datetime,
+    trace_id: str,
+) -> bytes:
+    """The shared envelope (``shared.envelope.Envelope``), serialised without a model."""
+    return orjson.dumps(
+        {
+            "id": uuid.uuid4().hex,
+            "type": type,
+            "version": ENVELOPE_VERSION,
+            "occurred_at": occurred_at,
+            "produced_at": produced_at,
+            "source": SOURCE,
+            "account_id": account_id,
+            "data": data,
+            "trace_id": trace_id,
+        }
+    )
+
+
+async def process(
+    events: list[Any],
+    *,
+    forced_type: str | None,
+    directory: AccountDirectory,
+    trace_id: str,
+    max_event_bytes: int,
+    sizes: list[int] | None = None,
+    sent_at: datetime | None = None,
+) -> Outcome:
+    """Validate, resolve accounts and build the messages for a list of raw events."""
+    out = Outcome()
+    received_at = datetime.now(UTC)
+    valid: list[tuple[int, SegmentMessage]] = []
+    for index, raw in enumerate(events):
+        size = sizes[index] if sizes is not None else len(orjson.dumps(raw))
+        if size > max_event_bytes:
+            out.rejected.append((index, f"event is larger than {max_event_bytes} bytes"))
+            continue
+        result = validate(raw, forced_type)
+        if isinstance(result, str):
+            out.rejected.append((index, result))
+            continue
+        if result.sentAt is None and sent_at is not None:
+            result.sentAt = sent_at
+        valid.append((index, result))
+        if result.type == "group" and result.groupId:
+            out.links[user_key(result.userId, result.anonymousId)] = result.groupId
+
+    unresolved = {
+        user_key(m.userId, m.anonymousId) for _, m in valid if m.account_hint() is None
+    } - out.links.keys()
+    known = await directory.resolve(unresolved) if unresolved else {}
+    known.update(out.links)
+    accepted_links: dict[str, str] = {}
+
+    for index, msg in valid:
+        account_id = msg.account_hint() or known.get(user_key(msg.userId, msg.anonymousId))
+        if account_id is None:
+            out.rejected.append((index, NO_ACCOUNT))
+            continue
+        message_id = msg.messageId or uuid.uuid4().hex
+        occurred_at = msg.occurred_at(received_at)
+        try:
+            if msg.type == "group":
+                topic, kind, data = (
+                    topics.ACCOUNTS,
+                    "account.upserted",
+                    account_data(msg, message_id),
+                )
+            elif msg.type == "identify":
+                topic, kind, data = (
+                    topics.ACCOUNTS,
+                    "contact.upserted",
+                    contact_data(msg, message_id),
+                )
+            else:
+                topic, kind = topics.USAGE_EVENTS, "usage.track"
+                data = usage_data(msg, message_id, occurred_at)
+        except ValueError as exc:
+            out.rejected.append((index, str(exc)))
+            continue
+        value = envelope_bytes(
+            type=kind,
+            account_id=account_id,
+            data=data,
+            occurred_at=occurred_at,
+            produced_at=received_at,
+            trace_id=trace_id,
+        )
+        out.messages.append((topic, account_id.encode(), value))
+        if msg.type == "group":
+            accepted_links[user_key(msg.userId, msg.anonymousId)] = account_id
+    out.links = accepted_links
+    out.rejected.sort()
+    return out

@@ -1,0 +1,1 @@
+"""Code every Uptake service uses."""

@@ -1,0 +1,94 @@
+"""Helpers the tests share: a real uvicorn server on loopback, a topic reader, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
+
+from shared.auth import create_token
+from shared.broker import free_port
+from shared.envelope import Envelope
+
+TEST_SECRET = "test-secret-0123456789abcdef-0123456789"
+
+
+def token(*scopes: str) -> str:
+    return create_token(TEST_SECRET, scopes=list(scopes), subject="tests")
+
+
+def auth(*scopes: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(*scopes)}"}
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: FastAPI | Any, *, port: int | None = None) -> AsyncIterator[str]:
+    """Run an ASGI app under a real uvicorn server (with its lifespan); yields the base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if task.done():
+            task.result()  # raises the startup error
+            raise RuntimeError("server exited during startup")
+        if time.monotonic() > deadline:
+            raise TimeoutError("server did not start")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    match: Callable[[Envelope], bool],
+    count: int,
+    timeout: float = 15.0,
+    settle: float = 0.0,
+) -> list[Envelope]:
+    """Every envelope on ``topic`` (from the start) that ``match`` accepts.
+
+    Returns as soon as ``count`` arrived (then waits ``settle`` seconds more to catch extras).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[Envelope] = []
+    try:
+        partitions = await consumer._client._wait_on_metadata(topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while True:
+            now = time.monotonic()
+            if settle_until is None and len(found) >= count:
+                settle_until = now + settle
+            if settle_until is not None and now >= settle_until:
+                break
+            if now > deadline:
+                break
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    env = Envelope.parse(rec.value)
+                    if match(env):
+                        found.append(env)
+    finally:
+        await consumer.stop()
+    return found
