@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import FromClause, MetaData, event, text
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -67,18 +67,18 @@ async def ping(engine: AsyncEngine) -> None:
 
 async def upsert(
     session: AsyncSession,
-    table: FromClause,
+    model: type[Any],
     rows: list[dict[str, Any]],
     *,
     keys: list[str],
     update: list[str] | None = None,
 ) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE/NOTHING, on SQLite and PostgreSQL alike."""
+    """INSERT ... ON CONFLICT (keys) DO UPDATE/NOTHING for a mapped class, on either backend."""
     if not rows:
         return
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert_fn(table).values(rows)
+    stmt = insert_fn(model).values(rows)
     if update:
         stmt = stmt.on_conflict_do_update(
             index_elements=keys, set_={c: stmt.excluded[c] for c in update}

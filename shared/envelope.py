@@ -6,9 +6,9 @@ and turn ``data`` into the message model of its ``type`` with :meth:`Envelope.pa
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import UTC, datetime
-import builtins
 from typing import Any, TypeVar
 
 import orjson

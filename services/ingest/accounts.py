@@ -74,7 +74,7 @@ class AccountDirectory:
         async with self._sessions() as session, session.begin():
             await upsert(
                 session,
-                UserAccount.__table__,
+                UserAccount,
                 [{"user_key": k, "account_id": v, "updated_at": now} for k, v in pairs.items()],
                 keys=["user_key"],
                 update=["account_id", "updated_at"],

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -33,9 +34,28 @@ def _stringify_id(value: Any) -> Any:
     return value
 
 
-Id = Annotated[str, BeforeValidator(_stringify_id), StringConstraints(min_length=1, max_length=255)]
+def _id_schema(max_length: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1, "maxLength": max_length},
+                {"type": "integer"},
+            ]
+        }
+    )
+
+
+Id = Annotated[
+    str,
+    BeforeValidator(_stringify_id),
+    StringConstraints(min_length=1, max_length=255),
+    _id_schema(255),
+]
 MessageId = Annotated[
-    str, BeforeValidator(_stringify_id), StringConstraints(min_length=1, max_length=100)
+    str,
+    BeforeValidator(_stringify_id),
+    StringConstraints(min_length=1, max_length=100),
+    _id_schema(100),
 ]
 
 

@@ -89,8 +89,8 @@ class ConsumerRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_batch,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
+            session_timeout_ms=6_000,
+            heartbeat_interval_ms=1_000,
             max_poll_interval_ms=600_000,
             fetch_max_wait_ms=100,
         )

@@ -89,7 +89,7 @@ async def _ingest(request: Request, *, forced_type: str | None) -> Response:
         if not isinstance(events, list):
             return _error(400, "batch: field required (a list of events)")
         if len(events) > settings.max_batch_events:
-            return _error(413, f"batch has more than {settings.max_batch_events} events")
+            return _error(400, f"batch: more than {settings.max_batch_events} events")
         if body.get("sentAt") is not None:
             try:
                 sent_at = _SENT_AT.validate_python(body["sentAt"])

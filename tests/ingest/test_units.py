@@ -1,0 +1,80 @@
+"""Pure parts of ingest: body decoding, rate limiting, Segment message validation."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.ingest.body import BodyError, decode, parse_object
+from services.ingest.ratelimit import RateLimiter
+from services.ingest.schemas import SegmentMessage
+from services.ingest.tracking import validate
+
+
+def test_gzip_bomb_is_refused_by_decompressed_size() -> None:
+    bomb = gzip.compress(b"0" * 10_000_000)
+    assert len(bomb) < 20_000
+    with pytest.raises(BodyError) as err:
+        decode(bomb, "gzip", limit=500_000)
+    assert err.value.status == 413
+
+
+def test_truncated_and_garbage_gzip() -> None:
+    data = gzip.compress(b'{"a": 1}')
+    with pytest.raises(BodyError, match="truncated"):
+        decode(data[:-6], "gzip", limit=1000)
+    with pytest.raises(BodyError, match="not valid gzip"):
+        decode(b"plain text", "gzip", limit=1000)
+    assert decode(zlib.compress(b"{}"), "deflate", limit=10) == b"{}"
+
+
+def test_parse_object_names_problem() -> None:
+    with pytest.raises(BodyError, match="malformed JSON"):
+        parse_object(b'{"a":')
+    with pytest.raises(BodyError, match="JSON object"):
+        parse_object(b'"str"')
+
+
+@given(st.binary(max_size=200))
+def test_decode_never_raises_anything_but_body_error(data: bytes) -> None:
+    try:
+        parse_object(decode(data, "gzip", limit=1000))
+    except BodyError as exc:
+        assert 400 <= exc.status < 500
+
+
+def test_rate_limiter_refills_and_says_how_long() -> None:
+    limiter = RateLimiter(rate=10, burst=20)
+    assert limiter.take("k", 20, now=0.0) == 0.0
+    wait = limiter.take("k", 5, now=0.0)
+    assert wait == pytest.approx(0.5)
+    assert limiter.take("k", 5, now=0.5) == 0.0
+    assert limiter.take("other", 1, now=0.5) == 0.0  # per key
+    assert limiter.take("k", 100, now=10.0) == float("inf")  # never fits the burst
+
+
+def test_segment_clock_skew_correction() -> None:
+    received = datetime(2026, 11, 1, 12, 0, 10, tzinfo=UTC)
+    msg = SegmentMessage.model_validate(
+        {
+            "type": "track",
+            "userId": "u",
+            "event": "E",
+            "originalTimestamp": "2026-11-01T11:00:00Z",
+            "sentAt": "2026-11-01T11:00:05Z",
+        }
+    )
+    assert msg.occurred_at(received) == received - timedelta(seconds=5)
+
+
+def test_validation_messages_name_fields() -> None:
+    assert "event is required for track" in str(validate({"type": "track", "userId": "u"}, None))
+    result = validate({"userId": "u", "event": "E", "messageId": "m" * 101}, "track")
+    assert isinstance(result, str) and result.startswith("messageId")
+    assert validate({"userId": 42, "event": "E"}, "track").userId == "42"  # type: ignore[union-attr]
+    assert "type" in str(validate({"userId": "u"}, None))
