@@ -37,7 +37,7 @@ def test_wrong_secret_and_tampering_refused() -> None:
     tok = create_token(SECRET, scopes=["read"])
     with pytest.raises(InvalidToken):
         verify_token("x" * 40, tok)
-    head, body, sig = tok.split(".")
+    head, _body, sig = tok.split(".")
     forged = base64.urlsafe_b64encode(b'{"sub":"x","scopes":["admin"]}').decode().rstrip("=")
     with pytest.raises(InvalidToken):
         verify_token(SECRET, f"{head}.{forged}.{sig}")
