@@ -12,6 +12,7 @@ from shared.logging import configure_logging
 from shared.migrations import upgrade
 from shared.services import available_services
 from shared.settings import BaseServiceSettings
+from shared.supervisor import System
 
 app = typer.Typer(help="Uptake: customer-success backend.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
@@ -26,6 +27,27 @@ def run() -> None:
     settings = BaseServiceSettings()
     configure_logging(service="uptake", level=settings.log_level, json=False)
     raise typer.Exit(asyncio.run(run_until_stopped(settings)))
+
+
+@app.command()
+def demo(
+    accounts: Annotated[int, typer.Option(help="Simulated accounts")] = 300,
+    days: Annotated[int, typer.Option(help="Days of usage history to replay")] = 90,
+    exit_after: Annotated[bool, typer.Option(help="Stop once the summary is printed")] = False,
+) -> None:
+    """`uptake run`, then replay simulated usage through the ingest API and show the outcome."""
+    from demo.show import run_demo
+    from shared.supervisor import run_until_stopped
+
+    settings = BaseServiceSettings()
+    configure_logging(service="uptake", level="WARNING", json=False)
+
+    async def after_start(system: System) -> None:
+        await run_demo(system, accounts=accounts, days=days)
+
+    raise typer.Exit(
+        asyncio.run(run_until_stopped(settings, after_start=after_start, exit_after=exit_after))
+    )
 
 
 @app.command()

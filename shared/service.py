@@ -180,5 +180,5 @@ def serve(app: Any, *, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=20,
-        proxy_headers=True,
+        proxy_headers=False,
     )

@@ -20,6 +20,7 @@ class BaseServiceSettings(BaseSettings):
     secret: str = Field(default=DEV_SECRET, alias="UPTAKE_SECRET", repr=False)
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
     kafka_partitions: int = Field(default=6, alias="KAFKA_PARTITIONS", ge=1, le=1000)
+    embedded_broker_port: int = Field(default=9092, alias="UPTAKE_BROKER_PORT")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_json: bool = Field(default=True, alias="LOG_JSON")
     public_base_url: str = Field(default="http://127.0.0.1:8004", alias="PUBLIC_BASE_URL")

@@ -7,6 +7,7 @@ services first (each drains and commits), then the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -39,13 +40,21 @@ class System:
         return f"http://{self.settings.host}:{self.settings.port(service)}"
 
 
-async def start_system(settings: BaseServiceSettings, services: list[ServiceInfo]) -> System:
-    system = System(settings=settings, env=dict(os.environ))
+async def start_system(
+    settings: BaseServiceSettings,
+    services: list[ServiceInfo],
+    *,
+    env: dict[str, str] | None = None,
+) -> System:
+    """Broker (embedded unless ``KAFKA_BOOTSTRAP_SERVERS`` is in ``env``), migrations, services.
+
+    ``env`` (default: this process's environment) is what the service processes get.
+    """
+    system = System(settings=settings, env=dict(os.environ if env is None else env))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        host, _, port = settings.kafka_bootstrap_servers.rpartition(":")
+    if "KAFKA_BOOTSTRAP_SERVERS" not in system.env:
         system.broker = EmbeddedBroker(
-            host=host, port=int(port), log_path=settings.data_dir / "tansu.log"
+            port=settings.embedded_broker_port, log_path=settings.data_dir / "tansu.log"
         )
         await system.broker.start(partitions=settings.kafka_partitions)
         system.env["KAFKA_BOOTSTRAP_SERVERS"] = system.broker.bootstrap_servers
@@ -59,14 +68,19 @@ async def start_system(settings: BaseServiceSettings, services: list[ServiceInfo
         for svc in services:
             await upgrade_async(svc.name, settings.database_url(svc.name))
         for svc in services:
-            system.processes[svc.name] = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-m", svc.module], env=system.env
-            )
+            start_service(system, svc.name)
         await wait_ready(system, timeout=90)
     except BaseException:
         stop_system(system)
         raise
     return system
+
+
+def start_service(system: System, name: str) -> subprocess.Popen[bytes]:
+    """Start (or restart) one service process: ``python -m services.<name>``."""
+    proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=system.env)  # noqa: S603
+    system.processes[name] = proc
+    return proc
 
 
 async def wait_ready(system: System, *, timeout: float) -> None:
@@ -101,10 +115,26 @@ def stop_system(system: System, *, grace: float = 25.0) -> None:
         system.broker.stop()
 
 
+async def _until_done_or_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless a signal comes first (then cancel it). True if it finished."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()
+    return True
+
+
 async def run_until_stopped(
     settings: BaseServiceSettings,
     *,
     after_start: Callable[[System], Awaitable[None]] | None = None,
+    exit_after: bool = False,
 ) -> int:
     """Start everything, run ``after_start`` (the demo), then wait for a signal or a crash."""
     stop = asyncio.Event()
@@ -116,8 +146,10 @@ async def run_until_stopped(
     try:
         for name in system.processes:
             print(f"{name:10s} {system.url(name)}/docs")
-        if after_start is not None:
-            await after_start(system)
+        if after_start is not None and not await _until_done_or_stopped(after_start(system), stop):
+            return code
+        if exit_after:
+            return code
         print("Running. Ctrl-C stops everything.")
         while not stop.is_set():
             crashed = [n for n, p in system.processes.items() if p.poll() is not None]

@@ -34,7 +34,7 @@ class Publisher:
         bootstrap_servers: str,
         *,
         client_id: str,
-        linger_ms: int = 5,
+        linger_ms: int = 1,
         max_batch_size: int = 1_048_576,
         compression_type: str | None = "lz4",
         timeout: float = 5.0,
@@ -93,24 +93,10 @@ class Publisher:
         producer = self._producer
         try:
             async with asyncio.timeout(self.timeout):
-                grouped: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-                for topic, key, value in messages:
-                    partition = await self._partition_of(topic, key)
-                    grouped.setdefault((topic, partition), []).append((key, value))
-                futures = []
-                for (topic, partition), items in grouped.items():
-                    batch = producer.create_batch()
-                    for key, value in items:
-                        if (
-                            batch.append(key=key, value=value, timestamp=None, headers=headers)
-                            is None
-                        ):
-                            futures.append(
-                                await producer.send_batch(batch, topic, partition=partition)
-                            )
-                            batch = producer.create_batch()
-                            batch.append(key=key, value=value, timestamp=None, headers=headers)
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                futures = [
+                    await producer.send(topic, value=value, key=key, headers=headers)
+                    for topic, key, value in messages
+                ]
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError, OSError) as exc:
             KAFKA_PUBLISH_ERRORS.inc()

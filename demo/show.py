@@ -1,0 +1,132 @@
+"""The demo run: replay the simulated history, wait for the pipeline to settle, and show
+what came out of it, read back through each service's REST API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from demo.population import make_population
+from demo.replay import replay
+from shared.auth import create_token
+from shared.supervisor import System
+
+console = Console()
+PAGE = 500
+
+
+async def run_demo(system: System, *, accounts: int, days: int) -> None:
+    settings = system.settings
+    ingest_key = create_token(settings.secret, scopes=["ingest"], subject="demo-product")
+    reader = create_token(settings.secret, scopes=["admin"], subject="demo-cs-tool")
+    today = datetime.now(UTC).date()
+    population = make_population(accounts, today=today)
+    console.print(f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]")
+    started = time.monotonic()
+    stats = await replay(system.url("ingest"), ingest_key, population, days=days, today=today)
+    console.print(
+        f"sent {stats.events:,} calls in {stats.batches:,} batches "
+        f"({stats.events / (time.monotonic() - started):,.0f}/s), "
+        f"{stats.rejected} rejected, {stats.retries} retried"
+    )
+    async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {reader}"}) as c:
+        await settle(system, c)
+        await summary(system, c)
+
+
+async def consumed(system: System, client: httpx.AsyncClient) -> float:
+    """Messages every consumer group has committed so far (from ``/metrics``)."""
+    total = 0.0
+    for name in system.processes:
+        text = (await client.get(f"{system.url(name)}/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("uptake_kafka_consumed_total{"):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def settle(system: System, client: httpx.AsyncClient, *, quiet: float = 6.0) -> None:
+    """Recompute scores once ingestion is consumed, then wait until nothing moves."""
+    with console.status("waiting for the pipeline to settle..."):
+        last, still_since = -1.0, time.monotonic()
+        recomputed = False
+        while time.monotonic() - still_since < quiet:
+            await asyncio.sleep(1)
+            now = await consumed(system, client)
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif not recomputed:
+                await client.post(f"{system.url('health')}/v1/recompute")
+                recomputed, still_since = True, time.monotonic()
+
+
+async def _all(client: httpx.AsyncClient, url: str, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while True:
+        page = (
+            await client.get(url, params={**params, "limit": PAGE, "offset": len(items)})
+        ).json()
+        items.extend(page["items"])
+        if len(page["items"]) < PAGE:
+            return items
+
+
+async def summary(system: System, client: httpx.AsyncClient) -> None:
+    health, playbooks, notify = (system.url(n) for n in ("health", "playbooks", "notify"))
+    accounts = await _all(client, f"{health}/v1/accounts")
+    alerts = await _all(client, f"{health}/v1/alerts", status="open")
+    groups = await _all(client, f"{playbooks}/v1/task-groups")
+    deliveries = await _all(client, f"{notify}/v1/deliveries")
+
+    bands = Counter((a.get("health") or {}).get("band", "unscored") for a in accounts)
+    table = Table(title="Accounts by band")
+    table.add_column("band")
+    table.add_column("accounts", justify="right")
+    for band in ("green", "yellow", "red", "unscored"):
+        table.add_row(band, str(bands.get(band, 0)))
+    console.print(table)
+
+    scored = [a for a in accounts if a.get("health")]
+    risky = sorted(scored, key=lambda a: a["health"]["score"])[:5]
+    table = Table(title="Riskiest accounts")
+    for col in ("account", "score", "owner", "why"):
+        table.add_column(col)
+    for a in risky:
+        components = a["health"].get("components") or []
+        why = "; ".join(c.get("reason", "") for c in components[:2])
+        table.add_row(
+            a.get("name") or a["account_id"],
+            f"{a['health']['score']:.0f}",
+            a.get("owner") or "-",
+            why,
+        )
+    console.print(table)
+
+    _counts("Open alerts by rule", Counter(a["rule_type"] for a in alerts), "rule")
+    _counts(
+        "Task groups per CSM", Counter(g.get("assignee") or "unassigned" for g in groups), "CSM"
+    )
+    _counts(
+        "Messages sent",
+        Counter(f"{d['channel']} {d['status']}" for d in deliveries),
+        "channel / status",
+    )
+    console.print(f"Dev outbox: {system.settings.data_dir.resolve() / 'outbox'}")
+    for name in system.processes:
+        console.print(f"{name:10s} {system.url(name)}/docs")
+
+
+def _counts(title: str, counts: Counter[str], label: str) -> None:
+    table = Table(title=title)
+    table.add_column(label)
+    table.add_column("count", justify="right")
+    for key, n in counts.most_common():
+        table.add_row(key, str(n))
+    console.print(table)
