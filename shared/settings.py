@@ -23,6 +23,7 @@ class BaseServiceSettings(BaseSettings):
     embedded_broker_port: int = Field(default=9092, alias="UPTAKE_BROKER_PORT")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_json: bool = Field(default=True, alias="LOG_JSON")
+    opentelemetry: bool = Field(default=False, alias="UPTAKE_OPENTELEMETRY")
     public_base_url: str = Field(default="http://127.0.0.1:8004", alias="PUBLIC_BASE_URL")
     host: str = Field(default="127.0.0.1", alias="HOST")
     auto_migrate: bool = Field(default=True, alias="AUTO_MIGRATE")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from services.ingest.accounts import AccountDirectory
+from services.ingest.fastlane import TrackingFastLane
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.routes import tracking
 from services.ingest.settings import IngestSettings
@@ -37,6 +38,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         routers=[tracking.router],
         on_start=on_start,
         auto_migrate=settings.auto_migrate,
+        middleware=[TrackingFastLane],
     )
     app.state.rate_limiter = RateLimiter(
         rate=settings.rate_limit_events_per_second, burst=settings.rate_limit_burst

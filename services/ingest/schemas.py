@@ -59,14 +59,18 @@ MessageId = Annotated[
 ]
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _too_deep(value: dict[str, Any]) -> bool:
+    """Whether ``value`` nests deeper than MAX_DEPTH; iterative, flat dicts cost one pass."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if level >= MAX_DEPTH:
+                    return True
+                stack.append((child, level + 1))
+    return False
 
 
 def _check_time(value: datetime | None) -> datetime | None:
@@ -102,7 +106,7 @@ class SegmentMessage(BaseModel):
     @field_validator("properties", "traits", "context")
     @classmethod
     def _not_too_deep(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if _depth(value) > MAX_DEPTH:
+        if value and _too_deep(value):
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         return value
 

@@ -9,17 +9,18 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from pydantic import ValidationError
 
 from services.ingest.accounts import AccountDirectory, user_key
-from services.ingest.schemas import SegmentMessage
+from services.ingest.schemas import EventType, SegmentMessage
 from shared import topics
 from shared.envelope import ENVELOPE_VERSION
 
 SOURCE = "ingest"
+KNOWN_TYPES = frozenset({None, *get_args(EventType)})
 ACCOUNT_FIELDS = ("name", "plan", "mrr", "owner", "stage", "segment", "renewal_date")
 CONTACT_FIELDS = ("email", "name", "role")
 NO_ACCOUNT = "no account: send groupId (or context.groupId), or a group call for this user first"
@@ -47,6 +48,10 @@ def validate(raw: Any, forced_type: str | None) -> SegmentMessage | str:
     if not isinstance(raw, dict):
         return "event must be a JSON object"
     if forced_type is not None:
+        given = raw.get("type")
+        if not (given is None or (isinstance(given, str) and given in KNOWN_TYPES)):
+            # the path decides the type; a bad value in the body is still refused
+            return f"type: must be one of {sorted(t for t in KNOWN_TYPES if t)} when given"
         raw = {**raw, "type": forced_type}
     elif raw.get("type") is None:
         return "type: field required (track, identify, group, page or screen)"

@@ -69,7 +69,7 @@ def _trace_id(request: Request) -> str:
     return uuid.uuid4().hex
 
 
-async def _ingest(request: Request, *, forced_type: str | None) -> Response:
+async def ingest(request: Request, *, forced_type: str | None) -> Response:
     app_state = request.app.state
     settings: IngestSettings = app_state.settings
     limit = settings.max_batch_bytes if forced_type is None else settings.max_event_bytes
@@ -156,7 +156,7 @@ async def _ingest(request: Request, *, forced_type: str | None) -> Response:
 
 def _single(kind: str, summary: str) -> None:
     async def endpoint(request: Request) -> Response:
-        return await _ingest(request, forced_type=kind)
+        return await ingest(request, forced_type=kind)
 
     endpoint.__name__ = kind
     router.add_api_route(
@@ -169,6 +169,17 @@ def _single(kind: str, summary: str) -> None:
         openapi_extra=_body_schema(SegmentMessage),
     )
 
+
+CALLS: dict[str, str | None] = {
+    "track": "track",
+    "identify": "identify",
+    "group": "group",
+    "page": "page",
+    "screen": "screen",
+    "batch": None,
+    "import": None,
+}
+"""Tracking call path -> the type it forces (``None``: each event says its own)."""
 
 _single("track", "Record an action a user performed")
 _single("identify", "Tie a user to their traits (email, name, role): makes a contact")
@@ -185,7 +196,7 @@ _single("screen", "Record a mobile screen view")
     openapi_extra=_body_schema(BatchRequest),
 )
 async def batch(request: Request) -> Response:
-    return await _ingest(request, forced_type=None)
+    return await ingest(request, forced_type=None)
 
 
 # RudderStack's SDKs post batches to /v1/import as well.
