@@ -7,7 +7,7 @@ and turn ``data`` into the message model of its ``type`` with :meth:`Envelope.pa
 from __future__ import annotations
 
 import builtins
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -24,7 +24,8 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as hex (a uuid4's entropy, at a fifth of ``uuid4().hex``'s cost)."""
+    return os.urandom(16).hex()
 
 
 class Envelope(BaseModel):

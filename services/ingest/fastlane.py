@@ -9,6 +9,8 @@ docs, and anything the lane does not take.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from fastapi import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,13 +23,13 @@ class TrackingFastLane:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.paths = {f"/v1/{call}": forced for call, forced in CALLS.items()}
-        self.path = "/v1/{call}"
+        self.routes = {path: SimpleNamespace(path=path) for path in self.paths}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        scope["route"] = self  # for the metrics middleware's route label
+        scope["route"] = self.routes[scope["path"]]  # the metrics middleware's route label
         request = Request(scope, receive)
         try:
             response = await ingest(request, forced_type=self.paths[scope["path"]])

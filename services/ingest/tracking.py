@@ -6,7 +6,6 @@ Pure apart from the account directory lookup; the route owns the HTTP side.
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, get_args
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 from services.ingest.accounts import AccountDirectory, user_key
 from services.ingest.schemas import EventType, SegmentMessage
 from shared import topics
-from shared.envelope import ENVELOPE_VERSION
+from shared.envelope import ENVELOPE_VERSION, new_id
 
 SOURCE = "ingest"
 KNOWN_TYPES = frozenset({None, *get_args(EventType)})
@@ -149,7 +148,7 @@ def envelope_bytes(
     """The shared envelope (``shared.envelope.Envelope``), serialised without a model."""
     return orjson.dumps(
         {
-            "id": uuid.uuid4().hex,
+            "id": new_id(),
             "type": type,
             "version": ENVELOPE_VERSION,
             "occurred_at": occurred_at,
@@ -203,7 +202,7 @@ async def process(
         if account_id is None:
             out.rejected.append((index, NO_ACCOUNT))
             continue
-        message_id = msg.messageId or uuid.uuid4().hex
+        message_id = msg.messageId or new_id()
         occurred_at = msg.occurred_at(received_at)
         try:
             if msg.type == "group":

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from shared.envelope import Envelope
+from shared.kafka.coalescer import Coalescer
 from shared.metrics import KAFKA_PUBLISH_ERRORS, KAFKA_PUBLISHED
 
 log = structlog.get_logger(__name__)
@@ -34,7 +35,7 @@ class Publisher:
         bootstrap_servers: str,
         *,
         client_id: str,
-        linger_ms: int = 1,
+        linger_ms: int = 0,
         max_batch_size: int = 1_048_576,
         compression_type: str | None = "lz4",
         timeout: float = 5.0,
@@ -54,6 +55,7 @@ class Publisher:
         self._started = False
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[tuple[str, bytes], int] = {}
+        self._coalescer = Coalescer(self._producer)
 
     async def start(self) -> None:
         await self._producer.start()
@@ -62,6 +64,7 @@ class Publisher:
     async def stop(self) -> None:
         if self._started:
             self._started = False
+            await self._coalescer.drain()
             await self._producer.stop()
 
     @property
@@ -83,21 +86,26 @@ class Publisher:
     async def publish_keyed(
         self, messages: Sequence[tuple[str, bytes, bytes]], *, headers: Headers
     ) -> None:
-        """Many (topic, key, value) at once: one record batch per partition, then await all.
-
-        ``create_batch``/``send_batch`` skip aiokafka's per-message bookkeeping, which is
-        what a 100-event HTTP batch would otherwise spend most of its time in.
-        """
+        """Many (topic, key, value) at once, coalesced with every other caller's messages
+        into one batch per partition (:mod:`shared.kafka.coalescer`); waits for the acks."""
         if not messages:
             return
-        producer = self._producer
         try:
             async with asyncio.timeout(self.timeout):
-                futures = [
-                    await producer.send(topic, value=value, key=key, headers=headers)
-                    for topic, key, value in messages
-                ]
-                await asyncio.gather(*futures)
+                grouped: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+                for topic, key, value in messages:
+                    partition = self._partitions.get((topic, key))
+                    if partition is None:
+                        partition = await self._partition_of(topic, key)
+                    grouped.setdefault((topic, partition), []).append((key, value))
+                waits: set[asyncio.Future[None]] = set()
+                for (topic, partition), items in grouped.items():
+                    waits |= self._coalescer.append(topic, partition, items, headers)
+                # wait() leaves the batch futures alone when this caller times out; other
+                # callers share them (gather would cancel them for everyone).
+                finished, _ = await asyncio.wait(waits)
+                for future in finished:
+                    future.result()
         except (KafkaError, TimeoutError, OSError) as exc:
             KAFKA_PUBLISH_ERRORS.inc()
             log.warning("kafka.publish_failed", error=repr(exc), count=len(messages))

@@ -8,7 +8,6 @@ The OpenAPI spec still documents each body's schema.
 from __future__ import annotations
 
 import math
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +29,7 @@ from services.ingest.schemas import (
 )
 from services.ingest.settings import IngestSettings
 from shared.auth import authorize, token_from_header
+from shared.envelope import new_id
 from shared.kafka import Publisher, PublishError
 from shared.logging import bind_trace_id
 from shared.responses import JSONBytes
@@ -66,7 +66,7 @@ def _trace_id(request: Request) -> str:
     parts = parent.split("-")
     if len(parts) == 4 and len(parts[1]) == 32:
         return parts[1]
-    return uuid.uuid4().hex
+    return new_id()
 
 
 async def ingest(request: Request, *, forced_type: str | None) -> Response:
