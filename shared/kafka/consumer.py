@@ -169,9 +169,12 @@ class ConsumerRunner:
     async def _attempt(self, records: list[Record]) -> BaseException | None:
         """Run the handler; retry transient errors until they pass, others a few times."""
         failures = 0
+        # a lone record's trace id goes on every log line its handling writes
+        trace = {"trace_id": records[0].envelope.trace_id} if len(records) == 1 else {}
         while True:
             try:
-                await self.handler(records)
+                with structlog.contextvars.bound_contextvars(**trace):
+                    await self.handler(records)
                 return None
             except Exception as exc:
                 failures += 1
