@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.9
 
-.PHONY: install demo run test lint typecheck unit bench clean
+.PHONY: install tools demo run test lint typecheck bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(UV):
 
 install: $(UV) ## create .venv and install the locked dependencies
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+
+# Debian tools the checks use: docker-compose (validates docker-compose.yml), wrk (bench)
+tools:
+	@command -v docker-compose >/dev/null && command -v wrk >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose wrk >/dev/null; }
 
 demo: install ## the whole system with ~90 days of simulated usage
 	$(BIN)/uptake demo
@@ -27,10 +32,10 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install lint typecheck ## lint, types, and the whole suite
+test: install tools lint typecheck ## lint, types, and the whole suite
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: install ## benchmarks: prints figures and ratios (not a test)
+bench: install tools ## benchmarks: prints figures and ratios (not a test)
 	$(BIN)/python -m bench
 
 clean:
