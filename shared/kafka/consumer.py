@@ -97,6 +97,7 @@ class ConsumerRunner:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.last_batch_at: float | None = None
+        self.behind = True  # until a fetch shows otherwise
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -125,14 +126,30 @@ class ConsumerRunner:
                 await asyncio.sleep(1)
                 continue
             if not batch:
+                self.behind = False
                 continue
             raw = [msg for msgs in batch.values() for msg in msgs]
+            self.behind = self._backlog_after(batch)
             records = await self._decode(raw)
             if records:
                 await self._handle(records)
             await self._commit(raw)
             KAFKA_CONSUMED.labels(self.group_id).inc(len(raw))
             self.last_batch_at = time.time()
+
+    def _backlog_after(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> bool:
+        """Whether more is waiting than this batch: it was full, or a partition's high
+        watermark is past what it held. Lets a handler hold decisions that need the
+        whole picture (alerts) while a backlog is replayed after a restart or a stall."""
+        if sum(len(msgs) for msgs in batch.values()) >= self.max_batch:
+            return True
+        for tp, msgs in batch.items():
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and highwater > msgs[-1].offset + 1:
+                return True
+        return False
 
     async def _decode(self, raw: list[ConsumerRecord[bytes, bytes]]) -> list[Record]:
         records: list[Record] = []

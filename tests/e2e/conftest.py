@@ -76,9 +76,9 @@ class Running:
 
 E2E_ENV = {
     # fast loops for tests: every service reads its own names and ignores the rest
-    "HEALTH_RECOMPUTE_DEBOUNCE_SECONDS": "0.5",
-    "PLAYBOOKS_SCHEDULER_INTERVAL_SECONDS": "0.5",
-    "NOTIFY_WORKER_INTERVAL_SECONDS": "0.5",
+    "HEALTH_DEBOUNCE_SECONDS": "0.3",
+    "PLAYBOOKS_SCHEDULER_INTERVAL": "0.5",
+    "NOTIFY_POLL_INTERVAL": "0.3",
 }
 
 

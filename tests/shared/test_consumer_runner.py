@@ -94,3 +94,30 @@ async def test_commit_after_effect_retry_and_dead_letter(private_broker: Embedde
     await second.stop()
     assert sorted(stored) == [1, 2, 4, 5]
     await publisher.stop()
+
+
+async def test_behind_while_a_backlog_is_replayed(private_broker: EmbeddedBroker) -> None:
+    bootstrap = private_broker.bootstrap_servers
+    publisher = Publisher(bootstrap, client_id="tests")
+    await publisher.start()
+    await _publish(publisher, topics.HEALTH_SCORES, "acct-backlog", list(range(45)))
+    seen: list[tuple[int, bool]] = []
+
+    async def handle(records: list[Record]) -> None:
+        seen.append((len(records), runner.behind))
+
+    runner = ConsumerRunner(
+        bootstrap_servers=bootstrap,
+        group_id="backlog-test",
+        topics=[topics.HEALTH_SCORES],
+        handler=handle,
+        publisher=publisher,
+        max_batch=10,
+    )
+    await runner.start()
+    await _until(lambda: sum(n for n, _ in seen) == 45)
+    await _until(lambda: not runner.behind)
+    await runner.stop()
+    await publisher.stop()
+    assert seen[0] == (10, True)  # full batches: a backlog
+    assert seen[-1][1] is False  # the last, partial one caught up
