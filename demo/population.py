@@ -39,7 +39,7 @@ ACTIONS = [
     ("Data Exported", 0.2),
     ("Invite Sent", 0.05),
 ]
-MILESTONE = "Integration Connected"
+MILESTONE = "Milestone Reached"
 WORDS = [
     "Acme",
     "Globex",

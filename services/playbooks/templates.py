@@ -1,0 +1,266 @@
+"""The playbook template: what a YAML file (or a JSON body) may say, and its validation.
+
+Pure: no I/O. A template is validated whole on save, and every problem names its field
+(``steps.2.template_id``) so an admin editing YAML by hand sees where it went wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Phase = Literal["onboarding", "adoption", "expansion", "renewal", "risk"]
+StepType = Literal["task", "email", "slack"]
+AssigneeRuleName = Literal["owner", "round_robin", "least_loaded", "unassigned"]
+LifecycleEvent = Literal["stage_entered", "owner_changed"]
+ConditionField = Literal["stage", "plan", "segment", "mrr", "severity", "rule_type"]
+ConditionOp = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte"]
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,99}$"
+_SLUG = re.compile(SLUG)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+
+class Trigger(Strict):
+    """What starts a group. ``alert``: a health alert of one of ``rule_types`` (or
+    ``rule_ids``) at ``min_severity`` or above; ``lifecycle``: the account entering one of
+    ``stages``, or its owner changing; ``manual``: only by hand (any playbook can be)."""
+
+    kind: Literal["alert", "lifecycle", "manual"]
+    rule_types: list[str] = Field(default_factory=list, max_length=50)
+    rule_ids: list[str] = Field(default_factory=list, max_length=200)
+    min_severity: int = Field(default=1, ge=1, le=5)
+    event: LifecycleEvent | None = None
+    stages: list[str] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Trigger:
+        if self.kind == "alert" and not (self.rule_types or self.rule_ids):
+            raise ValueError("an alert trigger needs rule_types or rule_ids")
+        if self.kind == "lifecycle" and self.event is None:
+            raise ValueError("a lifecycle trigger needs event (stage_entered or owner_changed)")
+        if self.event == "stage_entered" and not self.stages:
+            raise ValueError("event stage_entered needs stages")
+        return self
+
+
+class Assignee(Strict):
+    """Who gets the tasks: ``owner`` (falls back to ``fallback`` when the account has no
+    active owner), ``round_robin`` / ``least_loaded`` within ``team``, or ``unassigned``."""
+
+    rule: AssigneeRuleName = "owner"
+    team: str | None = Field(default=None, max_length=100)
+    fallback: Literal["round_robin", "least_loaded", "unassigned"] = "least_loaded"
+
+
+class Recipients(Strict):
+    """Who an automated step goes to: the account's contacts (optionally only some
+    ``roles``), the owner CSM, or a fixed Slack ``channel``."""
+
+    kind: Literal["contacts", "owner", "channel"] = "contacts"
+    roles: list[str] = Field(default_factory=list, max_length=20)
+    channel: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _channel(self) -> Recipients:
+        if self.kind == "channel" and not self.channel:
+            raise ValueError("kind channel needs channel")
+        return self
+
+
+class Condition(Strict):
+    """The account (or the alert) must match, checked at group start. ``when_missing`` is
+    the answer when the account does not have the field (mrr unknown...)."""
+
+    field: ConditionField
+    op: ConditionOp = "eq"
+    value: Any = None
+    when_missing: bool = False
+
+
+class Step(Strict):
+    key: str = Field(pattern=SLUG, description="unique within the playbook; part of the key")
+    type: StepType = "task"
+    title: str = Field(min_length=1, max_length=300)
+    description: str = Field(default="", max_length=5000)
+    due_days: float = Field(
+        default=0,
+        ge=0,
+        le=3650,
+        description="due (task) or send (email, slack) this many days after the start",
+    )
+    assignee: Assignee | None = None
+    template_id: str | None = Field(default=None, max_length=200)
+    to: Recipients | None = None
+    from_owner: bool = Field(default=False, description="send as the CSM (from_name)")
+    conditions: list[Condition] = Field(default_factory=list, max_length=20)
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _delay_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "delay_days" in data and "due_days" not in data:
+            data = {**data, "due_days": data["delay_days"]}
+            del data["delay_days"]
+        return data
+
+    @property
+    def automated(self) -> bool:
+        return self.type != "task"
+
+
+class ExitCondition(Strict):
+    """Ends a group early and cancels what is left: the triggering alert(s) resolved, a
+    named product event seen on the account, or the account leaving/entering a stage."""
+
+    kind: Literal["alert_resolved", "event_seen", "stage_changed"]
+    events: list[str] = Field(default_factory=list, max_length=50)
+    stages: list[str] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ExitCondition:
+        if self.kind == "event_seen" and not self.events:
+            raise ValueError("event_seen needs events")
+        return self
+
+
+class PlaybookTemplate(Strict):
+    id: str = Field(pattern=SLUG)
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+    phase: Phase
+    enabled: bool = True
+    triggers: list[Trigger] = Field(min_length=1, max_length=10)
+    conditions: list[Condition] = Field(default_factory=list, max_length=20)
+    assignee: Assignee = Field(default_factory=Assignee)
+    steps: list[Step] = Field(min_length=1, max_length=100)
+    exit: list[ExitCondition] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_trigger(cls, data: Any) -> Any:
+        """``trigger: {...}`` in YAML reads as a one-item ``triggers`` list."""
+        if isinstance(data, dict) and "trigger" in data and "triggers" not in data:
+            data = {**data, "triggers": [data["trigger"]]}
+            del data["trigger"]
+        if isinstance(data, dict) and isinstance(data.get("exit"), dict):
+            data = {**data, "exit": [data["exit"]]}
+        return data
+
+
+class Problem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str = "value_error"
+
+
+class TemplateError(ValueError):
+    """The template is invalid; ``problems`` name each bad field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems))
+        self.problems = problems
+
+
+def _semantic_problems(template: PlaybookTemplate) -> list[Problem]:
+    """What a field validator cannot see: duplicates and step fields that go together."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for i, step in enumerate(template.steps):
+        if step.key in seen:
+            problems.append(Problem(loc=["steps", i, "key"], msg=f"duplicate key {step.key!r}"))
+        seen.add(step.key)
+        if step.automated and not step.template_id:
+            problems.append(
+                Problem(loc=["steps", i, "template_id"], msg=f"a {step.type} step needs one")
+            )
+        if step.type == "email" and step.to is not None and step.to.kind == "channel":
+            problems.append(
+                Problem(loc=["steps", i, "to", "kind"], msg="email cannot go to a channel")
+            )
+        if step.type == "slack" and step.to is not None and step.to.kind == "contacts":
+            problems.append(
+                Problem(loc=["steps", i, "to", "kind"], msg="slack goes to the owner or a channel")
+            )
+        if step.type == "task" and (step.to is not None or step.template_id):
+            loc: list[str | int] = ["steps", i, "to" if step.to is not None else "template_id"]
+            problems.append(Problem(loc=loc, msg="only email and slack steps are sent"))
+    return problems
+
+
+def parse_template(data: Any) -> PlaybookTemplate:
+    """Validate a decoded YAML/JSON object; raise :class:`TemplateError` naming the fields."""
+    if not isinstance(data, dict):
+        raise TemplateError([Problem(loc=[], msg="a playbook is an object (mapping)")])
+    try:
+        template = PlaybookTemplate.model_validate(data)
+    except ValidationError as exc:
+        raise TemplateError(
+            [
+                Problem(loc=list(e["loc"]), msg=e["msg"], type=e["type"])
+                for e in exc.errors(include_url=False, include_input=False)
+            ]
+        ) from exc
+    problems = _semantic_problems(template)
+    if problems:
+        raise TemplateError(problems)
+    return template
+
+
+def parse_yaml(text: str | bytes) -> PlaybookTemplate:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TemplateError([Problem(loc=[], msg=f"not valid YAML: {exc}", type="yaml")]) from exc
+    return parse_template(data)
+
+
+def to_yaml(template: PlaybookTemplate) -> str:
+    data = template.model_dump(mode="json", exclude_defaults=True)
+    data.setdefault("phase", template.phase)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def is_slug(value: str) -> bool:
+    return bool(_SLUG.match(value))
+
+
+# Matching -------------------------------------------------------------------------------
+
+
+def matches_alert(
+    template: PlaybookTemplate, *, rule_type: str, rule_id: str, severity: int
+) -> bool:
+    """Does an alert of this rule start this playbook?"""
+    if not template.enabled:
+        return False
+    for trigger in template.triggers:
+        if trigger.kind != "alert" or severity < trigger.min_severity:
+            continue
+        if rule_type in trigger.rule_types or rule_id in trigger.rule_ids:
+            return True
+    return False
+
+
+def matches_lifecycle(
+    template: PlaybookTemplate, *, event: LifecycleEvent, stage: str | None
+) -> bool:
+    """Does a lifecycle change (``stage_entered`` a stage, ``owner_changed``) start it?"""
+    if not template.enabled:
+        return False
+    for trigger in template.triggers:
+        if trigger.kind != "lifecycle" or trigger.event != event:
+            continue
+        if event == "owner_changed" or (stage is not None and stage in trigger.stages):
+            return True
+    return False
+
+
+def exit_events(template: PlaybookTemplate) -> list[str]:
+    return sorted({e for c in template.exit if c.kind == "event_seen" for e in c.events})
