@@ -1,85 +1,12 @@
-"""The whole system as it runs for real: four service processes (as ``uptake run`` starts
-them), the Tansu broker, a real SMTP server (aiosmtpd) and a Slack stand-in on loopback."""
+"""Fixtures for the end-to-end tests: one running system per test module."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import os
-import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
-from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from fastapi import FastAPI, Request
 
-from shared.broker import EmbeddedBroker, free_port
-from shared.services import available_services
-from shared.settings import BaseServiceSettings
-from shared.supervisor import System, start_system, stop_system
-from tests.support import TEST_SECRET, serve_app
-
-
-class SmtpSink:
-    """An SMTP server that keeps every message it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.lock = threading.Lock()
-        self.port = free_port()
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        with self.lock:
-            self.messages.append(msg)  # type: ignore[arg-type]
-        return "250 OK"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        with self.lock:
-            return [m for m in self.messages if address in str(m["To"])]
-
-
-@dataclass
-class SlackStandIn:
-    messages: list[dict[str, Any]] = field(default_factory=list)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.post("/chat.postMessage")
-        async def post_message(request: Request) -> dict[str, Any]:
-            self.messages.append(await request.json())
-            return {"ok": True, "ts": f"{len(self.messages)}.000"}
-
-        @app.get("/readyz")
-        async def ready() -> dict[str, str]:
-            return {"status": "ok"}
-
-        return app
-
-
-@dataclass
-class Running:
-    system: System
-    broker: EmbeddedBroker
-    smtp: SmtpSink
-    slack: SlackStandIn
-
-    def url(self, service: str) -> str:
-        return self.system.url(service)
-
-
-E2E_ENV = {
-    # fast loops for tests: every service reads its own names and ignores the rest
-    "HEALTH_DEBOUNCE_SECONDS": "0.3",
-    "PLAYBOOKS_SCHEDULER_INTERVAL": "0.5",
-    "NOTIFY_POLL_INTERVAL": "0.3",
-}
+from tests.e2e.harness import Running, SmtpSink, running_system
 
 
 @pytest.fixture(scope="module")
@@ -94,31 +21,5 @@ def smtp() -> Iterator[SmtpSink]:
 async def running(
     tmp_path_factory: pytest.TempPathFactory, smtp: SmtpSink
 ) -> AsyncIterator[Running]:
-    data: Path = tmp_path_factory.mktemp("e2e")
-    broker = EmbeddedBroker(port=free_port(), log_path=data / "tansu.log")
-    await broker.start(partitions=3)
-    slack = SlackStandIn()
-    async with serve_app(slack.app()) as slack_url:
-        env = {
-            **os.environ,
-            **E2E_ENV,
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "UPTAKE_DATA_DIR": str(data),
-            "UPTAKE_SECRET": TEST_SECRET,
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(smtp.port),
-            "SMTP_STARTTLS": "false",
-            "EMAIL_FROM": "success@uptake.test",
-            "SLACK_BOT_TOKEN": "xoxb-e2e",
-            "SLACK_API_BASE": slack_url,
-            "LOG_JSON": "true",
-            "LOG_LEVEL": "WARNING",
-            **{f"{s.name.upper()}_PORT": str(free_port()) for s in available_services()},
-        }
-        settings = BaseServiceSettings(**env)  # type: ignore[arg-type]
-        system = await start_system(settings, available_services(), env=env)
-        try:
-            yield Running(system, broker, smtp, slack)
-        finally:
-            stop_system(system)
-            broker.stop()
+    async with running_system(tmp_path_factory.mktemp("e2e"), smtp) as system:
+        yield system

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from shared.supervisor import start_service, wait_ready
-from tests.e2e.conftest import Running
 from tests.e2e.flows import (
     collapse_history,
     events_counted,
@@ -23,6 +22,7 @@ from tests.e2e.flows import (
     make_csm,
     post_calls,
 )
+from tests.e2e.harness import Running
 from tests.support import auth
 
 ACCOUNTS_PER_VICTIM = 6

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import Running
 from tests.e2e.flows import collapse_history, eventually, get_json, post_calls
+from tests.e2e.harness import Running
 from tests.support import auth
 
 

@@ -11,7 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.e2e.conftest import Running
+from tests.e2e.harness import Running
 from tests.support import fuzz, token
 
 FUZZ = settings(
