@@ -13,7 +13,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from demo.population import make_population
+from demo.population import CSMS, make_population
 from demo.replay import replay
 from shared.auth import create_token
 from shared.supervisor import System
@@ -25,20 +25,56 @@ PAGE = 500
 async def run_demo(system: System, *, accounts: int, days: int) -> None:
     settings = system.settings
     ingest_key = create_token(settings.secret, scopes=["ingest"], subject="demo-product")
-    reader = create_token(settings.secret, scopes=["admin"], subject="demo-cs-tool")
+    admin = create_token(settings.secret, scopes=["admin"], subject="demo-cs-tool")
     today = datetime.now(UTC).date()
     population = make_population(accounts, today=today)
-    console.print(f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]")
-    started = time.monotonic()
-    stats = await replay(system.url("ingest"), ingest_key, population, days=days, today=today)
-    console.print(
-        f"sent {stats.events:,} calls in {stats.batches:,} batches "
-        f"({stats.events / (time.monotonic() - started):,.0f}/s), "
-        f"{stats.rejected} rejected, {stats.retries} retried"
-    )
-    async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {reader}"}) as c:
-        await settle(system, c)
+    async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {admin}"}) as c:
+        await create_team(system, c)
+        # Import the history first, then switch alerting on: alerts judge complete data.
+        rules = await set_alerting(system, c, enabled=False)
+        console.print(f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]")
+        started = time.monotonic()
+        stats = await replay(system.url("ingest"), ingest_key, population, days=days, today=today)
+        console.print(
+            f"sent {stats.events:,} calls in {stats.batches:,} batches "
+            f"({stats.events / (time.monotonic() - started):,.0f}/s), "
+            f"{stats.rejected} rejected, {stats.retries} retried"
+        )
+        await settle(system, c, "importing the history")
+        await set_alerting(system, c, enabled=True, rules=rules)
+        await settle(system, c, "alerts, task groups and messages")
         await summary(system, c)
+
+
+async def create_team(system: System, client: httpx.AsyncClient) -> None:
+    """The CS team, with Slack ids so alerts reach their owners."""
+    for name, email in CSMS:
+        handle = "U" + email.split("@")[0].upper()
+        r = await client.post(
+            f"{system.url('playbooks')}/v1/csms",
+            json={"email": email, "name": name, "slack_id": handle},
+        )
+        if r.status_code not in (200, 201, 409):
+            r.raise_for_status()
+
+
+async def set_alerting(
+    system: System,
+    client: httpx.AsyncClient,
+    *,
+    enabled: bool,
+    rules: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Switch health's alert rules off (returning them) or back to how they were."""
+    url = f"{system.url('health')}/v1/alert-rules"
+    rules = rules if rules is not None else (await client.get(url)).json()
+    for rule in rules:
+        body = {k: rule[k] for k in ("type", "name", "severity", "cooldown_days", "params")}
+        body["enabled"] = rule["enabled"] and enabled
+        (await client.put(f"{url}/{rule['id']}", json=body)).raise_for_status()
+    if enabled:
+        (await client.post(f"{system.url('health')}/v1/recompute")).raise_for_status()
+    return rules
 
 
 async def consumed(system: System, client: httpx.AsyncClient) -> float:
@@ -52,19 +88,17 @@ async def consumed(system: System, client: httpx.AsyncClient) -> float:
     return total
 
 
-async def settle(system: System, client: httpx.AsyncClient, *, quiet: float = 6.0) -> None:
-    """Recompute scores once ingestion is consumed, then wait until nothing moves."""
-    with console.status("waiting for the pipeline to settle..."):
+async def settle(
+    system: System, client: httpx.AsyncClient, what: str, *, quiet: float = 5.0
+) -> None:
+    """Wait until no consumer has committed anything new for ``quiet`` seconds."""
+    with console.status(f"waiting for the pipeline to settle: {what}..."):
         last, still_since = -1.0, time.monotonic()
-        recomputed = False
         while time.monotonic() - still_since < quiet:
             await asyncio.sleep(1)
             now = await consumed(system, client)
             if now != last:
                 last, still_since = now, time.monotonic()
-            elif not recomputed:
-                await client.post(f"{system.url('health')}/v1/recompute")
-                recomputed, still_since = True, time.monotonic()
 
 
 async def _all(client: httpx.AsyncClient, url: str, **params: Any) -> list[dict[str, Any]]:
@@ -99,8 +133,8 @@ async def summary(system: System, client: httpx.AsyncClient) -> None:
     for col in ("account", "score", "owner", "why"):
         table.add_column(col)
     for a in risky:
-        components = a["health"].get("components") or []
-        why = "; ".join(c.get("reason", "") for c in components[:2])
+        components = sorted(a["health"].get("components") or [], key=lambda c: c["points"])
+        why = components[0]["reason"] if components else ""
         table.add_row(
             a.get("name") or a["account_id"],
             f"{a['health']['score']:.0f}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -39,6 +40,7 @@ def demo(
     from demo.show import run_demo
     from shared.supervisor import run_until_stopped
 
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # the services' logs: the summary speaks
     settings = BaseServiceSettings()
     configure_logging(service="uptake", level="WARNING", json=False)
 

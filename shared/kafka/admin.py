@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import structlog
@@ -38,15 +39,23 @@ async def wait_for_broker(bootstrap_servers: str, *, timeout: float = 30.0) -> N
     """Return once the broker answers a metadata request; raise TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=2_000)
-        try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except (KafkaError, OSError) as exc:
-            last = exc
-            await asyncio.sleep(0.2)
-        finally:
-            await admin.close()
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # refused connections are expected while it starts
+    try:
+        while time.monotonic() < deadline:
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=bootstrap_servers, request_timeout_ms=2_000
+            )
+            try:
+                await admin.start()
+                await admin.list_topics()
+                return
+            except (KafkaError, OSError) as exc:
+                last = exc
+                await asyncio.sleep(0.2)
+            finally:
+                await admin.close()
+    finally:
+        client_log.setLevel(level)
     raise TimeoutError(f"Kafka at {bootstrap_servers} did not answer within {timeout}s: {last}")
