@@ -6,7 +6,14 @@ import importlib
 import importlib.util
 import sys
 
-MODULES = ["bench.ingest", "bench.health", "bench.playbooks", "bench.notify", "bench.e2e", "bench.soak"]
+MODULES = [
+    "bench.ingest",
+    "bench.health",
+    "bench.playbooks",
+    "bench.notify",
+    "bench.e2e",
+    "bench.soak",
+]
 
 
 def main() -> int:

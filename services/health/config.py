@@ -1,0 +1,104 @@
+"""Metric and scoring configuration: a YAML default, overridable at runtime over REST.
+
+A metric says which events count and how they roll up per account and day:
+``count`` (events), ``distinct_users`` (active users), ``sum`` or ``last`` (a numeric
+property). Metrics with weight 0 are rolled up and shown but not scored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
+
+Number = Annotated[float, Strict()]  # over REST: JSON numbers only, not true/false or "3"
+Int = Annotated[int, Strict()]
+MetricKind = Literal["count", "distinct_users", "sum", "last"]
+
+
+class MetricDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="slug, e.g. reports_created")
+    name: str = Field(default="", max_length=200)
+    kind: MetricKind = "count"
+    events: list[str] = Field(default_factory=list, description="event names; empty = all")
+    property: str | None = Field(default=None, max_length=200)
+    weight: Number = Field(default=1.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _property_needed(self) -> MetricDef:
+        if self.kind in ("sum", "last") and not self.property:
+            raise ValueError(f"metric '{self.key}': kind '{self.kind}' needs a 'property'")
+        if not self.name:
+            self.name = self.key
+        return self
+
+    def matches(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+class ScoringParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recent_days: Int = Field(default=7, ge=1, le=60)
+    baseline_days: Int = Field(default=28, ge=1, le=180)
+    level_share: Number = Field(default=0.3, ge=0, le=1)
+    level_span: Number = Field(default=3.0, gt=0, le=20)
+    neutral: Number = Field(default=75.0, gt=0, lt=100)
+    green: Number = Field(default=70.0, ge=0, le=100)
+    yellow: Number = Field(default=40.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _bands_ordered(self) -> ScoringParams:
+        if self.yellow > self.green:
+            raise ValueError("scoring.yellow must not be above scoring.green")
+        return self
+
+
+class MetricsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: list[MetricDef] = Field(min_length=1, max_length=50)
+    scoring: ScoringParams = Field(default_factory=ScoringParams)
+
+    @model_validator(mode="after")
+    def _unique_and_weighted(self) -> MetricsConfig:
+        keys = [m.key for m in self.metrics]
+        if len(set(keys)) != len(keys):
+            raise ValueError("metrics: keys must be unique")
+        if not any(m.weight > 0 for m in self.metrics):
+            raise ValueError("metrics: at least one metric needs a weight above 0")
+        return self
+
+    @property
+    def keys(self) -> list[str]:
+        return [m.key for m in self.metrics]
+
+
+def load_config_file(path: Path) -> MetricsConfig:
+    raw = yaml.safe_load(path.read_text()) or {}
+    return MetricsConfig.model_validate(
+        {"metrics": raw.get("metrics", []), "scoring": raw.get("scoring", {})}
+    )
+
+
+class RuleDef(BaseModel):
+    """An alert rule as configured (YAML seed, ``/v1/alert-rules``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$")
+    type: str
+    name: str = Field(min_length=1, max_length=200)
+    enabled: bool = True
+    severity: int = Field(default=3, ge=1, le=5)
+    cooldown_days: int = Field(default=7, ge=0, le=365)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_default_rules(path: Path) -> list[RuleDef]:
+    raw = yaml.safe_load(path.read_text()) or {}
+    return [RuleDef.model_validate(r) for r in raw.get("alert_rules", [])]

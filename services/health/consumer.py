@@ -1,0 +1,126 @@
+"""The batch handler for ``usage.events.v1`` and ``accounts.v1`` (group ``health``).
+
+One database transaction per batch stores the dedupe marks, the rollup increments and
+the registry changes; only then does the runner commit the offsets. A replayed message
+finds its mark and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.health import repository as repo
+from services.health.config import MetricsConfig
+from services.health.registry import SOURCE, apply_traits, new_account, store_contacts
+from services.health.rollups import EventFacts, aggregate, utc_day
+from shared.envelope import Envelope, utcnow
+from shared.kafka import Record
+from shared.messages import AccountUpserted, ContactUpserted, UsageEvent
+
+log = structlog.get_logger(__name__)
+
+USAGE_TYPES = frozenset({"usage.track", "usage.page", "usage.screen"})
+LIVE_DAYS = 2  # a batch with events this recent is live traffic, older ones a backfill
+
+
+class HealthConsumer:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        metrics: Callable[[], Awaitable[MetricsConfig]],
+        on_stored: Callable[[bool], None],
+        today: Callable[[], date],
+    ) -> None:
+        self._sessions = sessions
+        self._metrics = metrics
+        self._on_stored = on_stored
+        self._today = today
+
+    async def handle(self, records: list[Record]) -> None:
+        usage: list[tuple[Envelope, UsageEvent]] = []
+        upserts: list[tuple[Envelope, AccountUpserted]] = []
+        contacts: list[tuple[Envelope, ContactUpserted]] = []
+        for record in records:
+            env = record.envelope
+            if env.source == SOURCE:
+                continue  # our own announcements: already applied here
+            if env.type in USAGE_TYPES:
+                usage.append((env, env.payload(UsageEvent)))
+            elif env.type == "account.upserted":
+                upserts.append((env, env.payload(AccountUpserted)))
+            elif env.type == "contact.upserted":
+                contacts.append((env, env.payload(ContactUpserted)))
+        if not (usage or upserts or contacts):
+            return
+        config = await self._metrics()
+        now = utcnow()
+        async with self._sessions() as session, session.begin():
+            keys = [(e.account_id, u.message_id) for e, u in usage]
+            keys += [(e.account_id, a.message_id) for e, a in upserts]
+            keys += [(e.account_id, c.message_id) for e, c in contacts]
+            new = await repo.insert_seen(session, keys)
+            newest = await self._store_usage(session, usage, new, config, now)
+            registry = await self._store_registry(session, upserts, contacts, new, now)
+        if newest is not None or registry:
+            recent = newest is not None and newest >= self._today() - timedelta(days=LIVE_DAYS)
+            self._on_stored(registry or recent)
+
+    async def _store_usage(
+        self,
+        session: AsyncSession,
+        usage: list[tuple[Envelope, UsageEvent]],
+        new: set[tuple[str, str]],
+        config: MetricsConfig,
+        now: datetime,
+    ) -> date | None:
+        """Store the new events' rollups; returns the newest event day (None: nothing new)."""
+        facts: list[EventFacts] = []
+        for env, event in usage:
+            key = (env.account_id, event.message_id)
+            if key not in new:
+                continue
+            new.discard(key)  # a duplicate within the batch counts once
+            user = event.user_id or (f"anon:{event.anonymous_id}" if event.anonymous_id else None)
+            facts.append(
+                EventFacts(env.account_id, event.event, user, event.timestamp, event.properties)
+            )
+        if not facts:
+            return None
+        inc = aggregate(facts, config.metrics)
+        await repo.touch_accounts(session, inc.days, now)
+        new_users = await repo.add_users(session, inc.users)  # only new users count
+        await repo.add_rollups(session, {**inc.added, **new_users})  # disjoint metric keys
+        await repo.set_last_rollups(session, inc.last)
+        return max(last for _, last in inc.days.values())
+
+    async def _store_registry(
+        self,
+        session: AsyncSession,
+        upserts: list[tuple[Envelope, AccountUpserted]],
+        contacts: list[tuple[Envelope, ContactUpserted]],
+        new: set[tuple[str, str]],
+        now: datetime,
+    ) -> bool:
+        fresh = [(e, u) for e, u in upserts if (e.account_id, u.message_id) in new]
+        fresh_contacts = [(e, c) for e, c in contacts if (e.account_id, c.message_id) in new]
+        if not fresh and not fresh_contacts:
+            return False
+        ids = {e.account_id for e, _ in (*fresh, *fresh_contacts)}
+        accounts = await repo.get_accounts(session, ids)
+        for account_id in ids - accounts.keys():
+            accounts[account_id] = new_account(account_id, now)
+            session.add(accounts[account_id])
+        for env, upserted in sorted(fresh, key=lambda pair: pair[0].occurred_at):
+            account = accounts[env.account_id]
+            day = utc_day(env.occurred_at)
+            if account.first_seen is None or day < account.first_seen:
+                account.first_seen = day
+            apply_traits(session, account, upserted, occurred_at=env.occurred_at, now=now)
+        await session.flush()
+        await store_contacts(session, [(e.account_id, c) for e, c in fresh_contacts], now)
+        return bool(fresh)

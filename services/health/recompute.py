@@ -1,0 +1,295 @@
+"""Recompute scores and alerts for some or all accounts, in one transaction.
+
+Loads the days the formula and the rules look at into one array (accounts x metrics x
+days), scores them all at once (:mod:`scoring`), stores scores and today's history
+row, publishes changed scores, then evaluates every enabled rule (:mod:`rules`) and
+reconciles the alerts (:mod:`alerts`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.health import repository as repo
+from services.health.alerts import reconcile
+from services.health.config import MetricsConfig
+from services.health.configstore import ConfigStore
+from services.health.models import Account, AlertRule
+from services.health.outbox import enqueue_many
+from services.health.rules import Hit, evaluate
+from services.health.scoring import BAND_NAMES, FloatArray, IntArray, Scores, reason
+from services.health.snapshot import NEVER, Cube, snapshot_at
+from shared import topics
+from shared.envelope import Envelope, wrap
+from shared.messages import HealthScored, ScoreComponent
+
+
+@dataclass
+class RecomputeResult:
+    as_of: date
+    accounts: int
+    scores_changed: int
+    alerts: dict[str, int]
+
+
+def lookback_days(config: MetricsConfig, rules: list[AlertRule]) -> int:
+    """How many days before ``as_of`` the scores (now and a week ago) and rules read."""
+    s = config.scoring
+    days = s.recent_days + s.baseline_days + 7
+    for rule in rules:
+        if rule.type == "expansion":
+            days = max(days, 7 * (int(rule.params.get("weeks", 4)) + 1), rule.params.get("days", 0))
+    return int(days)
+
+
+def _segment_codes(segments: list[str | None], table: dict[str, int]) -> IntArray:
+    return np.array([table.setdefault(s or "", len(table)) for s in segments], dtype=np.int64)
+
+
+def build_cube(
+    accounts: list[Account],
+    config: MetricsConfig,
+    series: list[repo.Series],
+    *,
+    first_day: date,
+    days: int,
+    owner_changes: list[tuple[str, datetime]],
+    segment_table: dict[str, int],
+) -> Cube:
+    ids = [a.account_id for a in accounts]
+    a_index = {a: i for i, a in enumerate(ids)}
+    m_index = {k: j for j, k in enumerate(config.keys)}
+    values = np.zeros((len(ids), len(m_index), days))
+    for account_id, metric, offsets, vals in series:
+        a, m = a_index.get(account_id), m_index.get(metric)
+        if a is not None and m is not None:
+            values[a, m, offsets] = vals
+
+    def day_index(d: date | None, default: float) -> float:
+        return float((d - first_day).days) if d is not None else default
+
+    return Cube(
+        account_ids=ids,
+        metric_keys=config.keys,
+        metric_names=[m.name for m in config.metrics],
+        weights=np.array([m.weight for m in config.metrics], dtype=np.float64),
+        values=values,
+        first_day=first_day,
+        first_seen=np.array([day_index(a.first_seen, days) for a in accounts], dtype=np.int64),
+        last_active=np.array([day_index(a.last_active, NEVER) for a in accounts], dtype=np.int64),
+        segments=_segment_codes([a.segment for a in accounts], segment_table),
+        stage=[a.stage for a in accounts],
+        plan=[a.plan for a in accounts],
+        renewal=np.array([day_index(a.renewal_date, np.nan) for a in accounts]),
+        owner_changes=[
+            (a_index[acc], (when.date() - first_day).days)
+            for acc, when in owner_changes
+            if acc in a_index
+        ],
+    )
+
+
+def components_of(scores: Scores, a: int, config: MetricsConfig) -> list[dict[str, Any]]:
+    out = []
+    for m, metric in enumerate(config.metrics):
+        if metric.weight <= 0:
+            continue
+        out.append(
+            {
+                "metric": metric.key,
+                "weight": metric.weight,
+                "level": round(float(scores.level[a, m]), 4),
+                "trend": round(float(scores.trend[a, m]), 4),
+                "points": round(float(scores.points[a, m]), 2),
+                "recent": round(float(scores.recent[a, m]), 4),
+                "baseline": None
+                if np.isnan(scores.baseline[a, m])
+                else round(float(scores.baseline[a, m]), 4),
+                "segment_median": round(float(scores.median[a, m]), 4),
+                "reason": reason(metric.name, scores, a, m, config.scoring.baseline_days),
+            }
+        )
+    return out
+
+
+class Recomputer:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        store: ConfigStore,
+        *,
+        today: Callable[[], date],
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._today = today
+        self._on_committed = on_committed
+        self._lock = asyncio.Lock()
+
+    async def recompute(
+        self, account_ids: list[str] | None = None, *, as_of: date | None = None
+    ) -> RecomputeResult:
+        """Score ``account_ids`` (all when None) as of ``as_of`` (default: today)."""
+        as_of = as_of or self._today()
+        config = await self._store.metrics()
+        budget = await self._store.alert_budget()
+        async with self._lock, self._sessions() as session, session.begin():
+            await repo.take_write_lock(session)
+            marks = await repo.dirty_marks(session, account_ids)
+            result = await self._run(session, account_ids, as_of, config, budget)
+            await repo.clear_dirty(session, marks)
+        if self._on_committed is not None:
+            self._on_committed()
+        return result
+
+    async def _run(
+        self,
+        session: AsyncSession,
+        account_ids: list[str] | None,
+        as_of: date,
+        config: MetricsConfig,
+        budget: int,
+    ) -> RecomputeResult:
+        rules = await repo.list_rules(session, enabled_only=True)
+        cube, peers = await self.load(session, account_ids, as_of, config, rules)
+        end = cube.index_of(as_of)
+        snap = snapshot_at(cube, end, config.scoring, *peers)
+        now = datetime.now(UTC)
+        changed = await self._store_scores(
+            session, cube, snap.now, snap.week_ago, as_of, now, config
+        )
+        hits: dict[str, list[Hit]] = {r.id: evaluate(r.type, r.params, snap) for r in rules}
+        accounts = await repo.get_accounts(session, cube.account_ids)
+        counts = await reconcile(
+            session,
+            rules=rules,
+            hits=hits,
+            account_ids=cube.account_ids,
+            accounts=accounts,
+            now=now,
+            budget=budget,
+        )
+        return RecomputeResult(as_of, len(cube.account_ids), changed, counts)
+
+    async def load(
+        self,
+        session: AsyncSession,
+        account_ids: list[str] | None,
+        as_of: date,
+        config: MetricsConfig,
+        rules: list[AlertRule],
+        *,
+        extra_days: int = 0,
+    ) -> tuple[Cube, tuple[tuple[FloatArray, IntArray] | None, tuple[FloatArray, IntArray] | None]]:
+        """The cube for the accounts, and (for a subset) every account's levels as peers."""
+        days = lookback_days(config, rules) + extra_days
+        first_day = as_of - timedelta(days=days)
+        if account_ids is None:
+            accounts = await repo.all_accounts(session)
+        else:
+            found = await repo.get_accounts(session, account_ids)
+            accounts = [found[a] for a in sorted(found)]
+        ids = [a.account_id for a in accounts]
+        series = await repo.load_series(
+            session, first_day, as_of, None if account_ids is None else ids
+        )
+        changes = await repo.owner_changes(session, None if account_ids is None else ids)
+        table: dict[str, int] = {}
+        cube = build_cube(
+            accounts,
+            config,
+            series,
+            first_day=first_day,
+            days=days,
+            owner_changes=[(c.account_id, c.changed_at) for c in changes],
+            segment_table=table,
+        )
+        if account_ids is None:
+            return cube, (None, None)
+        recent = config.scoring.recent_days
+        now_peers = await self._peers(session, as_of, recent, config, table)
+        week_peers = await self._peers(session, as_of - timedelta(days=7), recent, config, table)
+        return cube, (now_peers, week_peers)
+
+    async def _peers(
+        self,
+        session: AsyncSession,
+        end: date,
+        days: int,
+        config: MetricsConfig,
+        table: dict[str, int],
+    ) -> tuple[FloatArray, IntArray]:
+        """Every account's mean per day over the window before ``end``, and its segment code."""
+        segments = await repo.account_segments(session)
+        index = {a: i for i, (a, _) in enumerate(segments)}
+        m_index = {k: j for j, k in enumerate(config.keys)}
+        levels = np.zeros((len(segments), len(m_index)))
+        for a, m, total in await repo.window_totals(session, end - timedelta(days=days), end):
+            if a in index and m in m_index:
+                levels[index[a], m_index[m]] = total / days
+        return levels, _segment_codes([s for _, s in segments], table)
+
+    async def _store_scores(
+        self,
+        session: AsyncSession,
+        cube: Cube,
+        now_scores: Scores,
+        week_ago: Scores,
+        as_of: date,
+        now: datetime,
+        config: MetricsConfig,
+    ) -> int:
+        previous = await repo.current_scores(
+            session, cube.account_ids if len(cube.account_ids) < 5000 else None
+        )
+        current, history, announce = [], [], []
+        changed = 0
+        for a, account_id in enumerate(cube.account_ids):
+            score = float(now_scores.score[a])
+            band = BAND_NAMES[now_scores.band[a]]
+            components = components_of(now_scores, a, config)
+            row = {"account_id": account_id, "score": score, "band": band, "components": components}
+            before = previous.get(account_id)
+            current.append(
+                {
+                    **row,
+                    "change": round(score - float(week_ago.score[a]), 2),
+                    "as_of": as_of,
+                    "computed_at": now,
+                }
+            )
+            history.append({**row, "day": as_of, "computed_at": now})
+            if before is None or before[1] != band or round(before[0], 1) != round(score, 1):
+                changed += 1
+                announce.append(_scored(account_id, score, band, before, components, now))
+        await enqueue_many(session, topics.HEALTH_SCORES, announce)
+        await repo.store_scores(session, current)
+        await repo.store_history(session, history)
+        return changed
+
+
+def _scored(
+    account_id: str,
+    score: float,
+    band: str,
+    before: tuple[float, str] | None,
+    components: list[dict[str, Any]],
+    now: datetime,
+) -> Envelope:
+    message = HealthScored(
+        score=score,
+        band=band,
+        previous_score=before[0] if before else None,
+        previous_band=before[1] if before else None,
+        components=[ScoreComponent.model_validate(c) for c in components],
+        computed_at=now,
+    )
+    return wrap(message, type="health.scored", account_id=account_id, source="health")

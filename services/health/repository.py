@@ -1,0 +1,514 @@
+"""Every query of the health service. The caller owns the transaction; nothing commits here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Select, Table, bindparam, case, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.health.models import (
+    Account,
+    Alert,
+    AlertRule,
+    ConfigEntry,
+    Contact,
+    OwnerChange,
+    Rollup,
+    RollupUser,
+    Score,
+    ScoreHistory,
+    SeenMessage,
+)
+from services.health.rollups import Key
+from shared.db import upsert
+
+CHUNK = 2000
+
+
+def _insert(session: AsyncSession, model: type[Any]) -> Any:
+    """INSERT on the table (Core: no ORM bulk bookkeeping on the hot path)."""
+    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model.__table__)
+
+
+def _is_pg(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+# PostgreSQL: one statement over arrays (unnest) instead of thousands of VALUES tuples.
+PG_SEEN = text(
+    "INSERT INTO seen_messages (account_id, message_id) "
+    "SELECT * FROM unnest(CAST(:a AS varchar[]), CAST(:m AS varchar[])) "
+    "ON CONFLICT DO NOTHING RETURNING account_id, message_id"
+)
+PG_ADD = text(
+    "INSERT INTO rollups (account_id, metric, day, value) "
+    "SELECT * FROM unnest(CAST(:a AS varchar[]), CAST(:m AS varchar[]), "
+    "CAST(:d AS date[]), CAST(:v AS float8[])) "
+    "ON CONFLICT (account_id, metric, day) DO UPDATE SET value = rollups.value + excluded.value"
+)
+PG_USERS = text(
+    "INSERT INTO rollup_users (account_id, metric, day, user_key) "
+    "SELECT * FROM unnest(CAST(:a AS varchar[]), CAST(:m AS varchar[]), "
+    "CAST(:d AS date[]), CAST(:u AS varchar[])) "
+    "ON CONFLICT DO NOTHING RETURNING account_id, metric, day"
+)
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# dedupe + rollups ------------------------------------------------------------------------
+
+
+async def insert_seen(session: AsyncSession, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Store dedupe marks; returns the (account, message_id) pairs not seen before."""
+    new: set[tuple[str, str]] = set()
+    unique = list(dict.fromkeys(pairs))
+    if _is_pg(session) and unique:
+        accounts, messages = zip(*unique, strict=True)
+        result = await session.execute(PG_SEEN, {"a": list(accounts), "m": list(messages)})
+        return {(a, m) for a, m in result.tuples()}
+    for chunk in _chunks(unique):
+        stmt = _insert(session, SeenMessage).on_conflict_do_nothing(
+            index_elements=["account_id", "message_id"]
+        )
+        stmt = stmt.returning(stmt.table.c.account_id, stmt.table.c.message_id)
+        result = await session.execute(stmt, [{"account_id": a, "message_id": m} for a, m in chunk])
+        new.update((a, m) for a, m in result.tuples())
+    return new
+
+
+async def add_rollups(session: AsyncSession, added: dict[Key, float]) -> None:
+    """value += increment, per (account, metric, day)."""
+    if _is_pg(session) and added:
+        keys = list(added)
+        params = {
+            "a": [k[0] for k in keys],
+            "m": [k[1] for k in keys],
+            "d": [k[2] for k in keys],
+            "v": [added[k] for k in keys],
+        }
+        await session.execute(PG_ADD, params)
+        return
+    rows = [{"account_id": a, "metric": m, "day": d, "value": v} for (a, m, d), v in added.items()]
+    for chunk in _chunks(rows):
+        stmt = _insert(session, Rollup)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "metric", "day"],
+            set_={"value": Rollup.value + stmt.excluded.value},
+        )
+        await session.execute(stmt, list(chunk))
+
+
+async def set_last_rollups(session: AsyncSession, last: dict[Key, tuple[datetime, float]]) -> None:
+    """The value of the latest event of the day wins (``last`` metrics)."""
+    rows = [
+        {"account_id": a, "metric": m, "day": d, "value": v, "last_at": ts}
+        for (a, m, d), (ts, v) in last.items()
+    ]
+    for chunk in _chunks(rows):
+        stmt = _insert(session, Rollup)
+        newer = (Rollup.last_at.is_(None)) | (stmt.excluded.last_at >= Rollup.last_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id", "metric", "day"],
+            set_={
+                "value": case((newer, stmt.excluded.value), else_=Rollup.value),
+                "last_at": case((newer, stmt.excluded.last_at), else_=Rollup.last_at),
+            },
+        )
+        await session.execute(stmt, list(chunk))
+
+
+async def add_users(
+    session: AsyncSession, users: set[tuple[str, str, date, str]]
+) -> dict[Key, float]:
+    """Add active users to their day's set; returns how many were new per (account, metric,
+    day): the increments of the ``distinct_users`` rollups."""
+    added: dict[Key, float] = {}
+    if _is_pg(session) and users:
+        found = list(users)
+        params = {
+            "a": [u[0] for u in found],
+            "m": [u[1] for u in found],
+            "d": [u[2] for u in found],
+            "u": [u[3] for u in found],
+        }
+        for key in (await session.execute(PG_USERS, params)).tuples():
+            added[key] = added.get(key, 0.0) + 1.0
+        return added
+    rows = [{"account_id": a, "metric": m, "day": d, "user_key": u} for a, m, d, u in users]
+    for chunk in _chunks(rows):
+        stmt = _insert(session, RollupUser).on_conflict_do_nothing(
+            index_elements=["account_id", "metric", "day", "user_key"]
+        )
+        stmt = stmt.returning(stmt.table.c.account_id, stmt.table.c.metric, stmt.table.c.day)
+        for key in (await session.execute(stmt, list(chunk))).tuples():
+            added[key] = added.get(key, 0.0) + 1.0
+    return added
+
+
+async def touch_accounts(
+    session: AsyncSession, days: dict[str, tuple[date, date]], now: datetime
+) -> None:
+    """Register accounts seen in usage; widen first-seen/last-active; mark them for scoring."""
+    rows = [
+        {
+            "account_id": a,
+            "first_seen": first,
+            "last_active": last,
+            "dirty_at": now,
+            "traits": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for a, (first, last) in sorted(days.items())
+    ]
+    for chunk in _chunks(rows):
+        stmt = _insert(session, Account)
+        ex = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["account_id"],
+            set_={
+                "first_seen": case(
+                    (
+                        Account.first_seen.is_(None) | (ex.first_seen < Account.first_seen),
+                        ex.first_seen,
+                    ),
+                    else_=Account.first_seen,
+                ),
+                "last_active": case(
+                    (
+                        Account.last_active.is_(None) | (ex.last_active > Account.last_active),
+                        ex.last_active,
+                    ),
+                    else_=Account.last_active,
+                ),
+                "dirty_at": ex.dirty_at,
+            },
+        )
+        await session.execute(stmt, list(chunk))
+
+
+# accounts --------------------------------------------------------------------------------
+
+
+async def get_accounts(session: AsyncSession, ids: Iterable[str]) -> dict[str, Account]:
+    wanted = list(set(ids))
+    found: dict[str, Account] = {}
+    for chunk in _chunks(wanted, 500):
+        rows = await session.scalars(select(Account).where(Account.account_id.in_(chunk)))
+        found.update((acc.account_id, acc) for acc in rows)
+    return found
+
+
+async def contacts_of(session: AsyncSession, account_id: str) -> list[Contact]:
+    rows = await session.scalars(
+        select(Contact).where(Contact.account_id == account_id).order_by(Contact.user_id)
+    )
+    return list(rows)
+
+
+async def dirty_account_ids(session: AsyncSession, limit: int = 50_000) -> list[str]:
+    rows = await session.scalars(
+        select(Account.account_id).where(Account.dirty_at.is_not(None)).limit(limit)
+    )
+    return list(rows)
+
+
+async def take_write_lock(session: AsyncSession) -> None:
+    """SQLite: write first, so a long read-then-write transaction (a recompute) holds the
+    write lock from its start instead of failing at its first write when a consumer batch
+    committed meanwhile (SQLITE_BUSY_SNAPSHOT). PostgreSQL needs nothing."""
+    if not _is_pg(session):
+        await session.execute(text("UPDATE config SET key = key WHERE 1 = 0"))
+
+
+async def dirty_marks(session: AsyncSession, ids: list[str] | None) -> dict[str, datetime]:
+    """The dirty marks as they are now; a recompute clears exactly these when it is done."""
+    query = select(Account.account_id, Account.dirty_at).where(Account.dirty_at.is_not(None))
+    if ids is None:
+        return {a: d for a, d in (await session.execute(query)).tuples() if d is not None}
+    marks: dict[str, datetime] = {}
+    for chunk in _chunks(ids, 500):
+        rows = await session.execute(query.where(Account.account_id.in_(chunk)))
+        marks.update((a, d) for a, d in rows.tuples() if d is not None)
+    return marks
+
+
+async def clear_dirty(session: AsyncSession, marks: dict[str, datetime]) -> None:
+    """Clear marks not renewed meanwhile (a batch stored after our read re-marks the account)."""
+    if not marks:
+        return
+    table: Table = Account.__table__  # type: ignore[assignment]  # Core, not ORM: an executemany UPDATE with its own WHERE
+    stmt = (
+        update(table)
+        .where(table.c.account_id == bindparam("a"), table.c.dirty_at == bindparam("d"))
+        .values(dirty_at=None)
+    )
+    rows = [{"a": a, "d": d} for a, d in marks.items()]
+    for chunk in _chunks(rows):
+        await session.execute(stmt, list(chunk))
+
+
+async def mark_dirty(session: AsyncSession, ids: list[str], now: datetime) -> None:
+    for chunk in _chunks(ids, 500):
+        await session.execute(
+            update(Account).where(Account.account_id.in_(chunk)).values(dirty_at=now)
+        )
+
+
+async def all_accounts(session: AsyncSession) -> list[Account]:
+    return list(await session.scalars(select(Account).order_by(Account.account_id)))
+
+
+async def owner_changes(session: AsyncSession, ids: list[str] | None) -> list[OwnerChange]:
+    query = select(OwnerChange).order_by(OwnerChange.id)
+    if ids is not None:
+        query = query.where(OwnerChange.account_id.in_(ids))
+    return list(await session.scalars(query))
+
+
+async def load_rollups(
+    session: AsyncSession, start: date, end: date, ids: list[str] | None
+) -> list[tuple[str, str, date, float]]:
+    """Rollup rows with ``start <= day < end`` (of the given accounts, or all)."""
+    query = select(Rollup.account_id, Rollup.metric, Rollup.day, Rollup.value).where(
+        Rollup.day >= start, Rollup.day < end
+    )
+    if ids is None:
+        return [tuple(r) for r in (await session.execute(query)).tuples()]  # type: ignore[misc]
+    rows: list[tuple[str, str, date, float]] = []
+    for chunk in _chunks(ids, 500):
+        result = await session.execute(query.where(Rollup.account_id.in_(chunk)))
+        rows.extend(result.tuples())
+    return rows
+
+
+Series = tuple[str, str, list[int], list[float]]  # account, metric, day offsets, values
+
+PG_SERIES = text(
+    "SELECT account_id, metric, array_agg(day - CAST(:start AS date)), array_agg(value) "
+    "FROM rollups WHERE day >= :start AND day < :end "
+    "AND (CAST(:ids AS varchar[]) IS NULL OR account_id = ANY(CAST(:ids AS varchar[]))) "
+    "GROUP BY account_id, metric"
+)
+
+
+async def load_series(
+    session: AsyncSession, start: date, end: date, ids: list[str] | None
+) -> list[Series]:
+    """Per account and metric, the days (as offsets from ``start``) and values in the window.
+
+    On PostgreSQL the grouping happens in the database: ~metrics rows per account
+    instead of one per day, which is most of a full recompute's load time.
+    """
+    if _is_pg(session):
+        params = {"start": start, "end": end, "ids": ids}
+        result = await session.execute(PG_SERIES, params)
+        return [(a, m, d, v) for a, m, d, v in result.tuples()]
+    grouped: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    for a, m, d, v in await load_rollups(session, start, end, ids):
+        days, values = grouped.setdefault((a, m), ([], []))
+        days.append((d - start).days)
+        values.append(v)
+    return [(a, m, d, v) for (a, m), (d, v) in grouped.items()]
+
+
+async def window_totals(
+    session: AsyncSession, start: date, end: date
+) -> list[tuple[str, str, float]]:
+    """Per account and metric, the sum over ``start <= day < end`` (segment medians)."""
+    result = await session.execute(
+        select(Rollup.account_id, Rollup.metric, func.sum(Rollup.value))
+        .where(Rollup.day >= start, Rollup.day < end)
+        .group_by(Rollup.account_id, Rollup.metric)
+    )
+    return [(a, m, float(v or 0)) for a, m, v in result.tuples()]
+
+
+async def account_segments(session: AsyncSession) -> list[tuple[str, str | None]]:
+    result = await session.execute(select(Account.account_id, Account.segment))
+    return list(result.tuples())
+
+
+# scores ----------------------------------------------------------------------------------
+
+
+async def current_scores(
+    session: AsyncSession, ids: list[str] | None
+) -> dict[str, tuple[float, str]]:
+    """(score, band) of the given accounts (or all): what a change is measured against."""
+    query = select(Score.account_id, Score.score, Score.band)
+    if ids is None:
+        return {a: (s, b) for a, s, b in (await session.execute(query)).tuples()}
+    found: dict[str, tuple[float, str]] = {}
+    for chunk in _chunks(ids, 500):
+        rows = await session.execute(query.where(Score.account_id.in_(chunk)))
+        found.update((a, (s, b)) for a, s, b in rows.tuples())
+    return found
+
+
+async def _upsert_many(
+    session: AsyncSession, model: type[Any], rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """One cached statement, executed over many rows (batched by the driver layer)."""
+    if not rows:
+        return
+    stmt = _insert(session, model)
+    update = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update)
+    for chunk in _chunks(rows):
+        await session.execute(stmt, list(chunk))
+
+
+async def store_scores(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    await _upsert_many(session, Score, rows, ["account_id"])
+
+
+async def store_history(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    await _upsert_many(session, ScoreHistory, rows, ["account_id", "day"])
+
+
+async def score_history(session: AsyncSession, account_id: str, limit: int) -> list[ScoreHistory]:
+    rows = await session.scalars(
+        select(ScoreHistory)
+        .where(ScoreHistory.account_id == account_id)
+        .order_by(ScoreHistory.day.desc())
+        .limit(limit)
+    )
+    return list(rows)
+
+
+def accounts_query(
+    *,
+    band: str | None,
+    owner: str | None,
+    segment: str | None,
+    stage: str | None,
+    sort: str,
+) -> Select[Account, Score]:
+    query = select(Account, Score).outerjoin(Score, Score.account_id == Account.account_id)
+    if band is not None:
+        query = query.where(Score.band == band)
+    if owner is not None:
+        query = query.where(Account.owner == owner.lower())
+    if segment is not None:
+        query = query.where(Account.segment == segment)
+    if stage is not None:
+        query = query.where(Account.stage == stage)
+    order: Any = {
+        "score": Score.score.asc(),
+        "-score": Score.score.desc(),
+        "change": Score.change.asc(),
+        "-change": Score.change.desc(),
+        "account_id": Account.account_id.asc(),
+    }[sort]
+    return query.order_by(order.nulls_last(), Account.account_id)
+
+
+# config and rules ------------------------------------------------------------------------
+
+
+async def get_config(session: AsyncSession, key: str) -> dict[str, Any] | None:
+    entry = await session.get(ConfigEntry, key)
+    return entry.value if entry is not None else None
+
+
+async def put_config(session: AsyncSession, key: str, value: dict[str, Any], now: datetime) -> None:
+    await upsert(
+        session,
+        ConfigEntry,
+        [{"key": key, "value": value, "updated_at": now}],
+        keys=["key"],
+        update=["value", "updated_at"],
+    )
+
+
+async def list_rules(session: AsyncSession, *, enabled_only: bool = False) -> list[AlertRule]:
+    query = select(AlertRule).order_by(AlertRule.id)
+    if enabled_only:
+        query = query.where(AlertRule.enabled.is_(True))
+    return list(await session.scalars(query))
+
+
+async def delete_rule(session: AsyncSession, rule_id: str) -> bool:
+    result = await session.execute(delete(AlertRule).where(AlertRule.id == rule_id))
+    return bool(getattr(result, "rowcount", 0))
+
+
+# alerts ----------------------------------------------------------------------------------
+
+
+async def active_alerts(session: AsyncSession, ids: list[str]) -> list[Alert]:
+    found: list[Alert] = []
+    for chunk in _chunks(ids, 500):
+        rows = await session.scalars(
+            select(Alert).where(Alert.account_id.in_(chunk), Alert.status != "resolved")
+        )
+        found.extend(rows)
+    return found
+
+
+async def alert_history(
+    session: AsyncSession, ids: list[str]
+) -> dict[tuple[str, str], tuple[int, datetime | None]]:
+    """Per (account, rule): how many alerts ever, and when the last one was resolved."""
+    found: dict[tuple[str, str], tuple[int, datetime | None]] = {}
+    for chunk in _chunks(ids, 500):
+        result = await session.execute(
+            select(Alert.account_id, Alert.rule_id, func.count(), func.max(Alert.resolved_at))
+            .where(Alert.account_id.in_(chunk))
+            .group_by(Alert.account_id, Alert.rule_id)
+        )
+        for a, r, n, last in result.tuples():
+            found[(a, r)] = (int(n), last)
+    return found
+
+
+async def opened_on_by_owner(session: AsyncSession, start: datetime) -> dict[str | None, int]:
+    """Alerts opened (not deferred) since ``start``, per owner: what the budget has spent."""
+    result = await session.execute(
+        select(Alert.owner, func.count())
+        .where(Alert.opened_at >= start, Alert.published.is_(True))
+        .group_by(Alert.owner)
+    )
+    return {owner: int(n) for owner, n in result.tuples()}
+
+
+def alerts_query(
+    *,
+    status: str | None,
+    account_id: str | None,
+    owner: str | None,
+    rule_id: str | None,
+    severity: int | None,
+) -> Select[Any]:
+    query = select(Alert)
+    if status is not None:
+        query = query.where(Alert.status == status)
+    if account_id is not None:
+        query = query.where(Alert.account_id == account_id)
+    if owner is not None:
+        query = query.where(Alert.owner == owner.lower())
+    if rule_id is not None:
+        query = query.where(Alert.rule_id == rule_id)
+    if severity is not None:
+        query = query.where(Alert.severity >= severity)
+    return query.order_by(Alert.priority.desc(), Alert.opened_at.desc(), Alert.id)
+
+
+async def deferred_alerts(session: AsyncSession, day: date) -> list[Alert]:
+    rows = await session.scalars(
+        select(Alert)
+        .where(Alert.deferred_day == day, Alert.status == "deferred")
+        .order_by(Alert.owner, Alert.priority.desc())
+    )
+    return list(rows)

@@ -1,0 +1,83 @@
+"""From a batch of new usage events to per-day rollup increments. Pure: no I/O.
+
+The batch is aggregated in memory first so each (account, metric, day) is written once
+per batch; the caller stores the increments together with the dedupe marks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from services.health.config import MetricDef
+
+Key = tuple[str, str, date]  # account, metric, day
+
+
+@dataclass
+class Increments:
+    added: dict[Key, float] = field(default_factory=dict)  # count and sum metrics
+    last: dict[Key, tuple[datetime, float]] = field(default_factory=dict)  # last-value metrics
+    users: set[tuple[str, str, date, str]] = field(default_factory=set)  # distinct users
+    days: dict[str, tuple[date, date]] = field(default_factory=dict)  # account -> first, last
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    account_id: str
+    event: str
+    user_key: str | None
+    timestamp: datetime
+    properties: dict[str, Any]
+
+
+def utc_day(ts: datetime) -> date:
+    """An event's day, in UTC (a late event lands on its own day)."""
+    if ts.tzinfo is None:
+        return ts.date()
+    return ts.astimezone(UTC).date()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def aggregate(events: list[EventFacts], metrics: list[MetricDef]) -> Increments:
+    out = Increments()
+    for ev in events:
+        day = utc_day(ev.timestamp)
+        first, last = out.days.get(ev.account_id, (day, day))
+        out.days[ev.account_id] = (min(first, day), max(last, day))
+        for metric in metrics:
+            if not metric.matches(ev.event):
+                continue
+            key = (ev.account_id, metric.key, day)
+            if metric.kind == "count":
+                out.added[key] = out.added.get(key, 0.0) + 1.0
+            elif metric.kind == "distinct_users":
+                if ev.user_key is not None:
+                    out.users.add((ev.account_id, metric.key, day, ev.user_key))
+            else:
+                number = _number(ev.properties.get(metric.property or ""))
+                if number is None:
+                    continue
+                if metric.kind == "sum":
+                    out.added[key] = out.added.get(key, 0.0) + number
+                else:
+                    seen = out.last.get(key)
+                    if seen is None or ev.timestamp >= seen[0]:
+                        out.last[key] = (ev.timestamp, number)
+    return out

@@ -1,0 +1,123 @@
+"""When to recompute: soon after consumed batches touched accounts (debounced), and on a
+schedule for everyone (the days move on even when no events arrive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.health import repository as repo
+from services.health.recompute import Recomputer
+
+log = structlog.get_logger(__name__)
+
+
+class RecomputeScheduler:
+    """Debounce: wait until batches stop arriving for ``debounce`` s.
+
+    Live traffic never goes quiet, so a batch with recent events forces a run after
+    ``max_delay``. A backfill (only old events) does not, and neither does anything while
+    the consumer reports a backlog (``backlog()``: after a restart or a stall): scoring a
+    half-replayed history would open alerts (everyone looks inactive) that resolve again
+    minutes later. A backlog holds runs for at most ``10 x max_delay``.
+    """
+
+    def __init__(
+        self,
+        recomputer: Recomputer,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        debounce: float,
+        max_delay: float,
+        interval: float,
+    ) -> None:
+        self._recomputer = recomputer
+        self._sessions = sessions
+        self._debounce = debounce
+        self._max_delay = max_delay
+        self._interval = interval
+        self._touched = asyncio.Event()
+        self._live = False
+        self.backlog: Callable[[], bool] = lambda: False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.runs = 0
+        self._running = False
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing running (tests and probes use it)."""
+        return not self._touched.is_set() and not self._running
+
+    def nudge(self, live: bool = True) -> None:
+        """A batch touched some accounts (marked dirty in the database); ``live`` = it held
+        recent events or registry changes."""
+        self._live = self._live or live
+        self._touched.set()
+
+    async def start(self) -> None:
+        self._touched.set()  # dirty accounts left by a previous process
+        self._tasks = [
+            asyncio.create_task(self._debounced(), name="health:debounced-recompute"),
+            asyncio.create_task(self._scheduled(), name="health:scheduled-recompute"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _debounced(self) -> None:
+        while True:
+            await self._touched.wait()
+            first = time.monotonic()
+            while True:
+                self._touched.clear()
+                await asyncio.sleep(self._debounce)
+                waited = time.monotonic() - first
+                if self.backlog() and waited < 10 * self._max_delay:
+                    continue
+                if not self._touched.is_set():
+                    break
+                if self._live and waited > self._max_delay:
+                    break
+            self._live = False
+            await self._guard(self.recompute_dirty)
+
+    async def _scheduled(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._guard(self.recompute_all)
+
+    async def _guard(self, job: object) -> None:
+        self._running = True
+        try:
+            await job()  # type: ignore[operator]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("recompute.failed", error=repr(exc))
+            self._touched.set()
+            await asyncio.sleep(min(self._interval, 0.5))
+        finally:
+            self._running = False
+
+    async def recompute_dirty(self) -> None:
+        async with self._sessions() as session:
+            ids = await repo.dirty_account_ids(session)
+        if ids:
+            result = await self._recomputer.recompute(ids)
+            self.runs += 1
+            log.info("recompute.dirty", accounts=result.accounts, alerts=result.alerts)
+
+    async def recompute_all(self) -> None:
+        result = await self._recomputer.recompute(None)
+        self.runs += 1
+        log.info("recompute.all", accounts=result.accounts, alerts=result.alerts)

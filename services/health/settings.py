@@ -1,0 +1,31 @@
+"""Health's own settings on top of the shared ones."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from pydantic import Field
+
+from shared.settings import BaseServiceSettings
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default_config.yaml"
+
+
+class HealthSettings(BaseServiceSettings):
+    config_file: Path = Field(default=DEFAULT_CONFIG, alias="HEALTH_CONFIG_FILE")
+    # The day scores are computed for; unset = today (UTC). Demos and tests that replay a
+    # backdated history pin it so "the last 7 days" means the same days on every run.
+    as_of: date | None = Field(default=None, alias="HEALTH_AS_OF")
+    consumer_group: str = Field(default="health", alias="HEALTH_CONSUMER_GROUP")
+    consumer_batch: int = Field(default=2000, alias="HEALTH_CONSUMER_BATCH", ge=1, le=20_000)
+    debounce_seconds: float = Field(default=2.0, alias="HEALTH_DEBOUNCE_SECONDS", ge=0)
+    debounce_max_seconds: float = Field(default=30.0, alias="HEALTH_DEBOUNCE_MAX_SECONDS", gt=0)
+    recompute_interval_seconds: float = Field(
+        default=3600.0, alias="HEALTH_RECOMPUTE_INTERVAL", gt=0
+    )
+    outbox_interval_seconds: float = Field(default=1.0, alias="HEALTH_OUTBOX_INTERVAL", gt=0)
+    alert_budget_per_csm: int = Field(default=20, alias="HEALTH_ALERT_BUDGET", ge=0)
+
+    def today(self) -> date:
+        return self.as_of or datetime.now(UTC).date()

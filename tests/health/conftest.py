@@ -1,0 +1,210 @@
+"""Health fixtures: the service on loopback, envelopes built the way ingest builds them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
+
+from services.health import repository as repo
+from services.health.context import HealthContext
+from services.health.settings import HealthSettings
+from shared import topics
+from shared.envelope import Envelope
+from shared.kafka import Publisher
+
+AS_OF = datetime.now(UTC).date()
+
+
+def health_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: Any) -> HealthSettings:
+    values: dict[str, Any] = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HEALTH_DATABASE_URL": db_url,
+        "UPTAKE_DATA_DIR": data_dir,
+        "HEALTH_AS_OF": AS_OF,
+        "HEALTH_CONSUMER_GROUP": f"health-test-{uuid.uuid4().hex[:8]}",
+        "HEALTH_DEBOUNCE_SECONDS": 0.2,
+        "HEALTH_RECOMPUTE_INTERVAL": 3600,
+        "HEALTH_OUTBOX_INTERVAL": 0.2,
+        "HEALTH_ALERT_BUDGET": 1000,
+    }
+    values.update(extra)
+    return HealthSettings(**values)
+
+
+@dataclass
+class Running:
+    url: str
+    app: FastAPI
+    settings: HealthSettings
+
+
+def new_account(prefix: str = "acct") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def usage(
+    account: str,
+    when: datetime,
+    *,
+    event: str = "Report Created",
+    user: str | None = "u1",
+    message_id: str | None = None,
+    properties: dict[str, Any] | None = None,
+) -> Envelope:
+    return Envelope(
+        type="usage.track",
+        occurred_at=when,
+        source="ingest",
+        account_id=account,
+        data={
+            "message_id": message_id or uuid.uuid4().hex,
+            "kind": "track",
+            "event": event,
+            "user_id": user,
+            "timestamp": when.isoformat(),
+            "properties": properties or {},
+        },
+    )
+
+
+def account_upsert(account: str, when: datetime, **traits: Any) -> Envelope:
+    return Envelope(
+        type="account.upserted",
+        occurred_at=when,
+        source="ingest",
+        account_id=account,
+        data={"message_id": uuid.uuid4().hex, **traits},
+    )
+
+
+def contact_upsert(account: str, when: datetime, **fields: Any) -> Envelope:
+    return Envelope(
+        type="contact.upserted",
+        occurred_at=when,
+        source="ingest",
+        account_id=account,
+        data={"message_id": uuid.uuid4().hex, **fields},
+    )
+
+
+def day_at(days_ago: int, seconds: int = 0) -> datetime:
+    """Noon (UTC) ``days_ago`` days before the as-of day, plus some seconds."""
+    day = AS_OF - timedelta(days=days_ago)
+    return datetime.combine(day, dtime(12), tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def daily_usage(account: str, counts: list[int] | Any) -> list[Envelope]:
+    """``counts[i]`` events on day ``len(counts) - i`` before the as-of day; ~n/4 users."""
+    out: list[Envelope] = []
+    total = len(counts)
+    for i, n in enumerate(counts):
+        n = int(n)
+        users = max(1, (n + 3) // 4)
+        for k in range(n):
+            out.append(usage(account, day_at(total - i, k), user=f"u{k % users}"))
+    return out
+
+
+async def publish(pub: Publisher, envelopes: list[Envelope]) -> None:
+    messages = [
+        (
+            topics.USAGE_EVENTS if e.type.startswith("usage.") else topics.ACCOUNTS,
+            e.key,
+            e.to_bytes(),
+        )
+        for e in envelopes
+    ]
+    for start in range(0, len(messages), 2000):
+        await pub.publish_keyed(messages[start : start + 2000], headers=[])
+
+
+async def wait_caught_up(bootstrap: str, group: str, timeout: float = 60.0) -> None:
+    """Until ``group`` has committed the end offset of every partition of the input topics."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    peek = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    await peek.start()
+    try:
+        tps = []
+        for topic in (topics.USAGE_EVENTS, topics.ACCOUNTS):
+            parts = await consumer._client._wait_on_metadata(topic)
+            tps += [TopicPartition(topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = [
+                tp for tp, end in ends.items() if end and (await peek.committed(tp) or 0) < end
+            ]
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"group {group} did not catch up on {behind}")
+            await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+        await peek.stop()
+
+
+async def read_all(bootstrap: str, topic_names: list[str]) -> list[Envelope]:
+    """Everything on these topics up to their current end offsets (no waiting for more)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[Envelope] = []
+    try:
+        tps = []
+        for topic in topic_names:
+            parts = await consumer._client._wait_on_metadata(topic)
+            tps += [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        pending = {tp for tp, end in ends.items() if end > 0}
+        while pending:
+            batch = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, records in batch.items():
+                found += [Envelope.parse(r.value) for r in records]
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def until(check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy (or fail with its last value)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
+
+
+def today() -> date:
+    return AS_OF
+
+
+async def settle(running: Running, *, timeout: float = 60.0) -> None:
+    """Until the consumer has committed everything and every touched account is rescored."""
+    await wait_caught_up(running.settings.kafka_bootstrap_servers, running.settings.consumer_group)
+    ctx: HealthContext = running.app.state.health
+
+    async def quiet() -> bool:
+        if not ctx.scheduler.idle:
+            return False
+        async with ctx.sessions() as session:
+            return not await repo.dirty_marks(session, None)
+
+    await until(quiet, timeout=timeout)
