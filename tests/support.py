@@ -147,3 +147,18 @@ def fuzz(case: Any, token: str) -> None:
     case.call_and_validate(
         headers={"Authorization": f"Bearer {token}"}, excluded_checks=[positive_data_acceptance]
     )
+
+
+@contextlib.contextmanager
+def fuzzed_service(name: str, bootstrap: str, data: Any, **env: str) -> Any:
+    """One service as its own process on a SQLite file, and its OpenAPI schema to fuzz."""
+    import schemathesis
+
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        f"{name.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{data}/{name}.db",
+        "UPTAKE_DATA_DIR": str(data),
+        **env,
+    }
+    with service_process(name, env) as (url, _):
+        yield schemathesis.openapi.from_url(f"{url}/openapi.json")
