@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp
 
 from shared.db import create_engine, create_sessionmaker, ping
+from shared.http import install_error_handlers
 from shared.kafka import Publisher, wait_for_broker
 from shared.logging import configure_logging
 from shared.metrics import MetricsMiddleware, metrics_response
@@ -174,6 +175,7 @@ def create_service_app(
         telemetry=None if settings.opentelemetry else OTEL_OFF,
     )
     app.state.settings = settings
+    install_error_handlers(app)
     for mw in middleware:
         app.add_middleware(mw)
     app.add_middleware(MetricsMiddleware)  # outermost: it sees every request

@@ -13,7 +13,6 @@ from services.playbooks.consumer import TOPICS, PlaybooksConsumer
 from services.playbooks.flows import TeamDefaults
 from services.playbooks.library import builtin_templates
 from services.playbooks.routes import accounts, csms, playbooks, stats, task_groups, tasks
-from services.playbooks.routes.errors import install_error_handlers
 from services.playbooks.scheduler import SchedulerConfig, StepScheduler
 from services.playbooks.settings import PlaybooksSettings
 from shared.kafka import ConsumerRunner
@@ -94,7 +93,6 @@ def create_app(
         auto_migrate=settings.auto_migrate,
     )
     playbooks.document_template_schema(app)
-    install_error_handlers(app)
     app.state.clock = now
     app.state.team_defaults = defaults
     return app

@@ -1,0 +1,125 @@
+"""What every service's REST API shares: error shapes and their OpenAPI entries, strict
+ISO dates in queries, refusal of unknown query parameters, and a 405 that lists every
+method of its path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, BeforeValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+
+
+Responses = dict[int | str, dict[str, Any]]
+ERRORS: Responses = {
+    400: {"model": ErrorOut, "description": "the body is not JSON"},
+    401: {"model": ErrorOut, "description": "missing or invalid token"},
+    403: {"model": ErrorOut, "description": "the token lacks the scope"},
+}
+NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "no such resource"}}
+CONFLICT: Responses = {409: {"model": ErrorOut, "description": "conflicts with the current state"}}
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _iso_date(value: Any) -> Any:
+    """Only ``YYYY-MM-DD`` (pydantic alone would read ``0`` as 1970-01-01)."""
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+def _iso_datetime(value: Any) -> Any:
+    """An ISO 8601 string (pydantic alone would read ``0.5`` as an epoch); naive = UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and _ISO_DATE.match(value[:10]):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time") from None
+    else:
+        raise ValueError("must be an ISO 8601 date-time")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_datetime)]
+
+
+def field_error(loc: list[Any], msg: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own (``detail`` = list of {loc, msg, type})."""
+    return HTTPException(422, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not take (a typo should not pass silently),
+    and repeats of single-valued ones."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    names = [name for name, _ in request.query_params.multi_items()]
+    unknown = sorted(set(names) - _query_names(dependant))
+    repeated = sorted({n for n in names if names.count(n) > 1} - set(unknown))
+    problems = [
+        {"loc": ("query", name), "msg": "unknown query parameter", "type": "extra_forbidden"}
+        for name in unknown
+    ] + [
+        {"loc": ("query", name), "msg": "given more than once", "type": "repeated"}
+        for name in repeated
+    ]
+    if problems:
+        raise RequestValidationError(problems)
+
+
+def _routes(routes: Iterable[Any]) -> Iterator[Route]:
+    """Every route, looking inside included routers."""
+    for route in routes:
+        if isinstance(route, Route):
+            yield route
+            continue
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        if inner is None:
+            inner = getattr(route, "routes", None)
+        if inner is not None:
+            yield from _routes(inner)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's 405 names only the first route's methods in ``Allow``; list them all."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        allowed: set[str] = set()
+        for route in _routes(request.app.router.routes):
+            match, _ = route.matches(request.scope)
+            if route.methods and match in (Match.FULL, Match.PARTIAL):
+                allowed |= route.methods
+        if allowed:
+            exc = StarletteHTTPException(
+                405, detail=exc.detail, headers={"Allow": ", ".join(sorted(allowed))}
+            )
+    return await http_exception_handler(request, exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
