@@ -1,0 +1,1 @@
+"""Notify: email and Slack delivery, templates, suppressions, tracking."""

@@ -1,0 +1,211 @@
+"""Template rendering: Jinja2 in a sandbox, HTML autoescaped, Slack text escaped. Pure.
+
+Missing context keys never break a send: :data:`DEFAULT_CONTEXT` fills the well-known
+ones and any other unknown name renders as empty (``ChainableUndefined``). A template
+that cannot compile, or fails on its sample context, is refused by :func:`validate`.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from jinja2 import ChainableUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+Channel = Literal["email", "slack"]
+
+DEFAULT_CONTEXT: dict[str, Any] = {
+    "account_name": "your team",
+    "account_id": "",
+    "contact_name": "there",
+    "csm_name": "Your Customer Success team",
+    "csm_email": "",
+    "reason": "",
+    "score": "",
+    "band": "",
+    "alert_title": "",
+    "task_group_id": "",
+    "playbook_name": "",
+}
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "account_name": "Acme Corp",
+    "account_id": "acct-123",
+    "contact_name": "Ada",
+    "csm_name": "Grace Hopper",
+    "csm_email": "grace@example.com",
+    "reason": "reports_created -45% vs 4-week baseline",
+    "score": 42,
+    "band": "yellow",
+    "alert_title": "Usage dropped",
+    "task_group_id": "tg-1",
+    "playbook_name": "Adoption risk",
+}
+
+
+class RenderError(ValueError):
+    """The template does not compile or does not render; ``field`` names which part."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    id: str
+    name: str
+    channel: Channel
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    blocks: list[Any] | None = None
+    description: str | None = None
+    sample_context: dict[str, Any] = field(default_factory=dict)
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RenderedSlack:
+    text: str
+    blocks: list[Any]
+
+
+def _slack_escape(value: Any) -> Any:
+    """Slack's mrkdwn control characters in values (a template's own markup is kept)."""
+    if isinstance(value, str):
+        return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "" if value is None else value
+
+
+_HTML_ENV = SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
+_TEXT_ENV = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+_SLACK_ENV = SandboxedEnvironment(
+    autoescape=False, undefined=ChainableUndefined, finalize=_slack_escape
+)
+_ENVS = {"html": _HTML_ENV, "text": _TEXT_ENV, "slack": _SLACK_ENV}
+
+
+@lru_cache(maxsize=1024)
+def _compile(kind: str, source: str) -> Any:
+    return _ENVS[kind].from_string(source)
+
+
+def _render(kind: str, field_name: str, source: str, context: Mapping[str, Any]) -> str:
+    try:
+        return str(_compile(kind, source).render(dict(context)))
+    except TemplateError as exc:
+        raise RenderError(field_name, str(exc)) from exc
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise RenderError(field_name, f"{type(exc).__name__}: {exc}") from exc
+
+
+def build_context(context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """Defaults, then what the request gave, then recipient facts the request left out."""
+    merged = dict(DEFAULT_CONTEXT)
+    for key, value in extra.items():
+        if value not in (None, ""):
+            merged[key] = value
+    merged.update({k: v for k, v in context.items() if v is not None})
+    return merged
+
+
+_TAG = re.compile(r"<[^>]+>")
+_HEAD = re.compile(r"<(head|style|script)\b.*?</\1>", re.IGNORECASE | re.DOTALL)
+_LINK = re.compile(r"""<a\s[^>]*href=(["'])([^"']+)\1[^>]*>(.*?)</a>""", re.IGNORECASE | re.DOTALL)
+_BLOCK_END = re.compile(r"</(p|div|h[1-6]|li|tr)>|<br\s*/?>", re.IGNORECASE)
+
+
+def html_to_text(html: str) -> str:
+    """A readable plain part for templates that only give HTML."""
+    text = _HEAD.sub("", html)
+    text = _LINK.sub(lambda m: f"{m.group(3)} ({m.group(2)})", text)
+    text = _BLOCK_END.sub("\n", text)
+    text = html_lib.unescape(_TAG.sub("", text))
+    lines = [line.strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def render_email(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedEmail:
+    if spec.channel != "email":
+        raise RenderError("channel", f"template '{spec.id}' is for {spec.channel}, not email")
+    subject = _render("text", "subject", spec.subject or "", context)
+    subject = " ".join(subject.split())  # no header injection through a newline
+    html = _render("html", "html", spec.html, context) if spec.html else ""
+    text = _render("text", "text", spec.text, context) if spec.text else html_to_text(html)
+    if not subject:
+        raise RenderError("subject", "renders empty")
+    return RenderedEmail(subject=subject, html=html, text=text)
+
+
+def _render_blocks(value: Any, path: str, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        return _render("slack", path, value, context)
+    if isinstance(value, list):
+        return [_render_blocks(v, f"{path}[{i}]", context) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _render_blocks(v, f"{path}.{k}", context) for k, v in value.items()}
+    return value
+
+
+def render_slack(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedSlack:
+    if spec.channel != "slack":
+        raise RenderError("channel", f"template '{spec.id}' is for {spec.channel}, not slack")
+    text = _render("slack", "text", spec.text or "", context).strip()
+    blocks = _render_blocks(spec.blocks or [], "blocks", context)
+    if not text:
+        raise RenderError("text", "renders empty")
+    return RenderedSlack(text=text, blocks=blocks)
+
+
+def render_preview(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedEmail | RenderedSlack:
+    merged = build_context({**SAMPLE_CONTEXT, **spec.sample_context, **context})
+    return render_email(spec, merged) if spec.channel == "email" else render_slack(spec, merged)
+
+
+def validate(spec: TemplateSpec) -> None:
+    """Raise :class:`RenderError` unless every part compiles and renders on sample context."""
+    if spec.channel == "email":
+        if not spec.subject:
+            raise RenderError("subject", "an email template needs a subject")
+        if not (spec.html or spec.text):
+            raise RenderError("html", "an email template needs html or text")
+    elif not spec.text:
+        raise RenderError("text", "a slack template needs text (the notification fallback)")
+    render_preview(spec, {})
+
+
+_HREF = re.compile(r"""href=(["'])(https?://[^"']+)\1""", re.IGNORECASE)
+
+
+def add_tracking(
+    html: str, *, click_url: Callable[[str], str] | None, pixel_url: str | None
+) -> str:
+    """Route http(s) links through the click redirect and add the open pixel."""
+    if click_url is not None:
+
+        def _swap(match: re.Match[str]) -> str:
+            target = html_lib.unescape(match.group(2))
+            return f'href="{html_lib.escape(click_url(target), quote=True)}"'
+
+        html = _HREF.sub(_swap, html)
+    if pixel_url is not None:
+        pixel = (
+            f'<img src="{html_lib.escape(pixel_url, quote=True)}" width="1" height="1" '
+            'alt="" style="display:none">'
+        )
+        idx = html.lower().rfind("</body>")
+        html = html[:idx] + pixel + html[idx:] if idx >= 0 else html + pixel
+    return html

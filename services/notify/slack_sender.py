@@ -1,0 +1,83 @@
+"""Send one Slack message: ``chat.postMessage`` with a bot token, an incoming webhook, or a
+JSON file in the dev outbox when neither is configured.
+
+Requests only ever go to ``SLACK_API_BASE`` or Slack's own webhook host: a recipient's
+``slack_channel`` may be a webhook URL, but any other URL is refused, never fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+
+from services.notify.email_sender import write_outbox_file
+from services.notify.rendering import RenderedSlack
+from services.notify.retry import SendResult, classify_http, classify_slack_api
+from services.notify.settings import NotifySettings, webhook_allowed
+
+
+class SlackSender:
+    def __init__(self, settings: NotifySettings) -> None:
+        self.settings = settings
+        self._client = httpx.AsyncClient(
+            timeout=settings.slack_timeout_seconds, follow_redirects=False
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def target(self, channel: str | None) -> tuple[str, str]:
+        """(mode, destination): 'webhook' + URL, 'api' + channel, or 'outbox' + channel."""
+        s = self.settings
+        if channel and channel.startswith(("http://", "https://")):
+            return "webhook", channel
+        if s.slack_bot_token:
+            return "api", channel or s.slack_default_channel
+        if s.slack_webhook_url:
+            return "webhook", s.slack_webhook_url
+        return "outbox", channel or s.slack_default_channel
+
+    async def send(
+        self, message: RenderedSlack, *, channel: str | None, delivery_id: str
+    ) -> SendResult:
+        mode, destination = self.target(channel)
+        body: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
+        if mode == "outbox":
+            payload = orjson.dumps({"channel": destination, **body}, option=orjson.OPT_INDENT_2)
+            path = await asyncio.to_thread(
+                write_outbox_file, self.settings.outbox_dir, f"{delivery_id}.slack.json", payload
+            )
+            return SendResult.sent(f"outbox:{path.name}")
+        if mode == "webhook":
+            if not webhook_allowed(destination, self.settings.slack_api_base):
+                return SendResult.permanent("webhook URL is not a Slack host; refused")
+            return await self._post(destination, body, headers={})
+        headers = {"Authorization": f"Bearer {self.settings.slack_bot_token}"}
+        url = f"{self.settings.slack_api_base}/chat.postMessage"
+        return await self._post(url, {"channel": destination, **body}, headers=headers, api=True)
+
+    async def _post(
+        self, url: str, body: dict[str, Any], *, headers: dict[str, str], api: bool = False
+    ) -> SendResult:
+        try:
+            response = await self._client.post(
+                url,
+                content=orjson.dumps(body),
+                headers={"Content-Type": "application/json; charset=utf-8", **headers},
+            )
+        except httpx.HTTPError as exc:
+            return SendResult.temporary(f"Slack connection: {type(exc).__name__}: {exc}")
+        result = classify_http(
+            response.status_code,
+            retry_after=response.headers.get("retry-after"),
+            body=response.text,
+        )
+        if result.outcome != "sent" or not api:
+            return result
+        try:
+            return classify_slack_api(response.json())
+        except ValueError:
+            return SendResult.temporary("Slack answered a non-JSON body")
