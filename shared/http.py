@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -72,13 +73,52 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-async def known_query_only(request: Request) -> None:
-    """Refuse query parameters the route does not take (a typo should not pass silently),
-    and repeats of single-valued ones."""
+def _nul(*loc: str | int) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": loc, "msg": "NUL characters are not allowed", "type": "value_error"}]
+    )
+
+
+def _nul_path(value: Any) -> list[str | int] | None:
+    """Where in a JSON document the first NUL character sits (a key or a string)."""
+    if isinstance(value, str):
+        return [] if "\x00" in value else None
+    items: Iterable[tuple[str | int, Any]]
+    if isinstance(value, dict):
+        for key in value:
+            if "\x00" in key:
+                return [key]
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, child in items:
+        inner = _nul_path(child)
+        if inner is not None:
+            return [key, *inner]
+    return None
+
+
+async def strict_request(request: Request) -> None:
+    """Refuse what would otherwise pass silently or fail deep inside: query parameters the
+    route does not take (a typo in a filter would return everything), repeats of
+    single-valued ones, and NUL characters anywhere (PostgreSQL text cannot hold them)."""
+    items = request.query_params.multi_items()
+    if "\x00" in request.scope.get("path", "") or any("\x00" in k + v for k, v in items):
+        raise _nul("query" if items else "path")
+    if request.method in ("POST", "PUT", "PATCH"):
+        body = await request.body()  # cached: the route reads the same bytes
+        if b"\\u0000" in body or b"\x00" in body:
+            try:
+                path = _nul_path(orjson.loads(body)) or []
+            except orjson.JSONDecodeError:
+                path = []
+            raise _nul("body", *path)
     dependant = getattr(request.scope.get("route"), "dependant", None)
     if dependant is None:
         return
-    names = [name for name, _ in request.query_params.multi_items()]
+    names = [name for name, _ in items]
     unknown = sorted(set(names) - _query_names(dependant))
     repeated = sorted({n for n in names if names.count(n) > 1} - set(unknown))
     problems = [

@@ -110,6 +110,14 @@ class SegmentMessage(BaseModel):
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         return value
 
+    @field_validator("userId", "anonymousId", "messageId", "groupId", "event", "name")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        """Ids and names end up as keys in databases; PostgreSQL text cannot hold NUL."""
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+
     @field_validator("timestamp", "originalTimestamp", "sentAt")
     @classmethod
     def _in_range(cls, value: datetime | None) -> datetime | None:
@@ -123,6 +131,8 @@ class SegmentMessage(BaseModel):
             raise ValueError("event is required for track")
         if self.type == "group" and not self.groupId:
             raise ValueError("groupId is required for group")
+        if "\x00" in str(self.context.get("groupId", "")):
+            raise ValueError("context.groupId must not contain NUL characters")
         return self
 
     def occurred_at(self, received_at: datetime) -> datetime:

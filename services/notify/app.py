@@ -8,7 +8,6 @@ from fastapi import FastAPI
 
 from services.notify.consumer import RequestConsumer
 from services.notify.routes import deliveries, suppressions, templates, tracking
-from services.notify.routes.errors import install_error_handlers
 from services.notify.settings import NotifySettings
 from services.notify.worker import Clock, DeliveryWorker, utcnow
 from shared import topics
@@ -57,5 +56,4 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utcnow)
         on_start=on_start,
         auto_migrate=settings.auto_migrate,
     )
-    install_error_handlers(app)
     return app

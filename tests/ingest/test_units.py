@@ -78,3 +78,11 @@ def test_validation_messages_name_fields() -> None:
     assert isinstance(result, str) and result.startswith("messageId")
     assert validate({"userId": 42, "event": "E"}, "track").userId == "42"  # type: ignore[union-attr]
     assert "type" in str(validate({"userId": "u"}, None))
+
+
+def test_nul_in_ids_is_refused() -> None:
+    for field in ("userId", "groupId", "messageId", "event"):
+        result = validate({"userId": "u", "event": "E", field: "a\x00b"}, "track")
+        assert isinstance(result, str) and result.startswith(field) and "NUL" in result
+    result = validate({"userId": "u", "event": "E", "context": {"groupId": "a\x00"}}, "track")
+    assert isinstance(result, str) and "context.groupId" in result

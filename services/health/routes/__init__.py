@@ -14,7 +14,7 @@ from shared.http import NOT_FOUND as NOT_FOUND
 from shared.http import IsoDate as IsoDate
 from shared.http import IsoDatetime as IsoDatetime
 from shared.http import field_error as unprocessable
-from shared.http import known_query_only as known_query_only
+from shared.http import strict_request as strict_request
 
 
 def invalid(exc: ValidationError | ValueError, *, prefix: str) -> HTTPException:
@@ -36,6 +36,6 @@ __all__ = [
     "IsoDate",
     "IsoDatetime",
     "invalid",
-    "known_query_only",
+    "strict_request",
     "unprocessable",
 ]

@@ -12,7 +12,7 @@ from services.health import repository as repo
 from services.health.context import health_of
 from services.health.models import Account, Score
 from services.health.registry import announce_upsert, apply_traits, new_account
-from services.health.routes import ERRORS, NOT_FOUND, IsoDate, known_query_only, unprocessable
+from services.health.routes import ERRORS, NOT_FOUND, IsoDate, strict_request, unprocessable
 from services.health.schemas import (
     AccountList,
     AccountOut,
@@ -31,7 +31,7 @@ router = APIRouter(
     prefix="/v1/accounts",
     tags=["accounts"],
     responses={**ERRORS, **NOT_FOUND},
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(strict_request)],
 )
 READ = [Depends(require_scope("read"))]
 WRITE = [Depends(require_scope("write"))]

@@ -18,7 +18,7 @@ from services.health.routes import (
     ERRORS,
     NOT_FOUND,
     IsoDate,
-    known_query_only,
+    strict_request,
     unprocessable,
 )
 from services.health.schemas import AlertList, AlertOut, DigestOut, SnoozeIn
@@ -28,7 +28,7 @@ router = APIRouter(
     prefix="/v1/alerts",
     tags=["alerts"],
     responses={**ERRORS, **NOT_FOUND, **CONFLICT},
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(strict_request)],
 )
 READ = [Depends(require_scope("read"))]
 WRITE = [Depends(require_scope("write"))]

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Request
 
 from services.health.config import MetricsConfig
 from services.health.context import health_of
-from services.health.routes import ERRORS, IsoDate, known_query_only
+from services.health.routes import ERRORS, IsoDate, strict_request
 from services.health.schemas import AlertBudget, RecomputeOut
 from shared.auth import require_scope
 
 router = APIRouter(
-    prefix="/v1", tags=["config"], responses=ERRORS, dependencies=[Depends(known_query_only)]
+    prefix="/v1", tags=["config"], responses=ERRORS, dependencies=[Depends(strict_request)]
 )
 READ = [Depends(require_scope("read"))]
 WRITE = [Depends(require_scope("write"))]

@@ -14,7 +14,7 @@ from services.health.config import RuleDef
 from services.health.configstore import rule_row
 from services.health.context import health_of
 from services.health.models import AlertRule
-from services.health.routes import CONFLICT, ERRORS, NOT_FOUND, IsoDate, invalid, known_query_only
+from services.health.routes import CONFLICT, ERRORS, NOT_FOUND, IsoDate, invalid, strict_request
 from services.health.rules import validate_params
 from services.health.schemas import BacktestIn, RuleCreate, RuleIn, RuleOut
 from services.health.snapshot import backtest
@@ -24,7 +24,7 @@ router = APIRouter(
     prefix="/v1/alert-rules",
     tags=["alert rules"],
     responses={**ERRORS, **NOT_FOUND, **CONFLICT},
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(strict_request)],
 )
 READ = [Depends(require_scope("read"))]
 ADMIN = [Depends(require_scope("admin"))]

@@ -6,13 +6,13 @@ from fastapi import APIRouter, Depends
 
 from services.playbooks import repository
 from services.playbooks.models import Account
-from services.playbooks.routes.deps import ERRORS, Read, SessionDep, known_query_only, not_found
+from services.playbooks.routes.deps import ERRORS, Read, SessionDep, not_found, strict_request
 from services.playbooks.schemas import AccountOut, ContactOut
 
 router = APIRouter(
     prefix="/v1/accounts",
     tags=["accounts"],
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(strict_request)],
     responses=ERRORS,
 )
 

@@ -19,14 +19,14 @@ from services.playbooks.routes.deps import (
     Read,
     SessionDep,
     Write,
-    known_query_only,
     not_found,
+    strict_request,
 )
 from services.playbooks.schemas import CsmIn, CsmOut, CsmPatch
 from shared.responses import JSONBytes
 
 router = APIRouter(
-    prefix="/v1/csms", tags=["csms"], dependencies=[Depends(known_query_only)], responses=ERRORS
+    prefix="/v1/csms", tags=["csms"], dependencies=[Depends(strict_request)], responses=ERRORS
 )
 
 

@@ -14,7 +14,7 @@ from shared.http import ERRORS as HTTP_ERRORS
 from shared.http import ErrorOut as ErrorOut
 from shared.http import IsoDatetime as IsoDatetime
 from shared.http import field_error as field_error
-from shared.http import known_query_only as known_query_only
+from shared.http import strict_request as strict_request
 from shared.service import runtime_of
 
 

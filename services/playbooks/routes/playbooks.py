@@ -20,8 +20,8 @@ from services.playbooks.routes.deps import (
     Read,
     SessionDep,
     conflict,
-    known_query_only,
     not_found,
+    strict_request,
 )
 from services.playbooks.schemas import PlaybookOut
 from services.playbooks.templates import (
@@ -41,7 +41,7 @@ class ProblemsOut(BaseModel):
 router = APIRouter(
     prefix="/v1/playbooks",
     tags=["playbooks"],
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(strict_request)],
     responses={
         **ERRORS,
         413: {"model": ErrorOut, "description": "body over 512 KB"},

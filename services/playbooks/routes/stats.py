@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from services.playbooks import queries
-from services.playbooks.routes.deps import ERRORS, NowDep, Read, SessionDep, known_query_only
+from services.playbooks.routes.deps import ERRORS, NowDep, Read, SessionDep, strict_request
 from services.playbooks.schemas import Stats
 
 router = APIRouter(
-    prefix="/v1/stats", tags=["stats"], dependencies=[Depends(known_query_only)], responses=ERRORS
+    prefix="/v1/stats", tags=["stats"], dependencies=[Depends(strict_request)], responses=ERRORS
 )
 
 

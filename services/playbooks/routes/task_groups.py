@@ -20,8 +20,8 @@ from services.playbooks.routes.deps import (
     SessionDep,
     Write,
     conflict,
-    known_query_only,
     not_found,
+    strict_request,
 )
 from services.playbooks.schemas import (
     GroupStatus,
@@ -35,7 +35,7 @@ from shared.responses import JSONBytes
 router = APIRouter(
     prefix="/v1/task-groups",
     tags=["task groups"],
-    dependencies=[Depends(known_query_only)],
+    dependencies=[Depends(strict_request)],
     responses=ERRORS,
 )
 

@@ -17,8 +17,8 @@ from services.playbooks.routes.deps import (
     SessionDep,
     Write,
     conflict,
-    known_query_only,
     not_found,
+    strict_request,
 )
 from services.playbooks.schemas import (
     CommentIn,
@@ -32,7 +32,7 @@ from services.playbooks.schemas import (
 )
 
 router = APIRouter(
-    prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(known_query_only)], responses=ERRORS
+    prefix="/v1/tasks", tags=["tasks"], dependencies=[Depends(strict_request)], responses=ERRORS
 )
 
 

@@ -1,0 +1,56 @@
+"""shared.http on a small app: strict requests and a 405 that names every method."""
+
+from __future__ import annotations
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI
+from pydantic import BaseModel
+
+from shared.http import install_error_handlers, strict_request
+
+
+class Note(BaseModel):
+    text: str
+
+
+def app() -> FastAPI:
+    application = FastAPI()
+    install_error_handlers(application)
+    router = APIRouter(dependencies=[Depends(strict_request)])
+
+    @router.get("/items")
+    async def items(status: str | None = None) -> dict[str, str | None]:
+        return {"status": status}
+
+    @router.post("/items")
+    async def add(note: Note) -> Note:
+        return note
+
+    @router.delete("/items/{item}")
+    async def remove(item: str) -> None:
+        return None
+
+    @router.put("/items/{item}")
+    async def replace(item: str, note: Note) -> Note:
+        return note
+
+    application.include_router(router)
+    return application
+
+
+async def test_strict_request_and_allow_header() -> None:
+    transport = httpx.ASGITransport(app=app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.get("/items", params={"status": "open"})).status_code == 200
+        typo = await client.get("/items", params={"stauts": "open"})
+        assert typo.status_code == 422 and typo.json()["detail"][0]["loc"] == ["query", "stauts"]
+        twice = await client.get("/items?status=a&status=b")
+        assert twice.status_code == 422 and "more than once" in twice.text
+        nul_query = await client.get("/items", params={"status": "a\x00b"})
+        assert nul_query.status_code == 422 and "NUL" in nul_query.text
+        nul_body = await client.post("/items", json={"text": "a\x00b"})
+        assert nul_body.json()["detail"][0]["loc"] == ["body", "text"]
+        assert (await client.post("/items", json={"text": "fine"})).json() == {"text": "fine"}
+        wrong = await client.patch("/items/1", json={"text": "x"})
+        assert wrong.status_code == 405
+        assert wrong.headers["Allow"] == "DELETE, PUT"
