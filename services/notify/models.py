@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -88,6 +89,9 @@ class Delivery(Base):
     deferrals: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # claimed again while still ``sending``: its process died mid-send, the provider may
+    # already have the message (Slack is asked before posting again)
+    resumed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_response: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(400))

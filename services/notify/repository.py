@@ -77,7 +77,13 @@ async def claim_due(
     stmt = (
         update(Delivery)
         .where(target, _claimable(now))
-        .values(status="sending", lease_until=lease_until, updated_at=now)
+        # SET expressions read the row as it was: ``resumed`` marks a lease that ran out
+        .values(
+            status="sending",
+            lease_until=lease_until,
+            updated_at=now,
+            resumed=Delivery.status == "sending",
+        )
         .returning(Delivery)
         .execution_options(synchronize_session=False, populate_existing=True)
     )

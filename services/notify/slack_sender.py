@@ -18,6 +18,8 @@ from services.notify.rendering import RenderedSlack
 from services.notify.retry import SendResult, classify_http, classify_slack_api
 from services.notify.settings import NotifySettings, webhook_allowed
 
+METADATA_EVENT = "uptake_delivery"
+
 
 class SlackSender:
     def __init__(self, settings: NotifySettings) -> None:
@@ -41,7 +43,12 @@ class SlackSender:
         return "outbox", channel or s.slack_default_channel
 
     async def send(
-        self, message: RenderedSlack, *, channel: str | None, delivery_id: str
+        self,
+        message: RenderedSlack,
+        *,
+        channel: str | None,
+        delivery_id: str,
+        resumed: bool = False,
     ) -> SendResult:
         mode, destination = self.target(channel)
         body: dict[str, Any] = {"text": message.text, "blocks": message.blocks}
@@ -56,8 +63,36 @@ class SlackSender:
                 return SendResult.permanent("webhook URL is not a Slack host; refused")
             return await self._post(destination, body, headers={})
         headers = {"Authorization": f"Bearer {self.settings.slack_bot_token}"}
+        if resumed and await self._already_posted(destination, delivery_id, headers):
+            return SendResult.sent("already posted before a restart (found by its metadata)")
         url = f"{self.settings.slack_api_base}/chat.postMessage"
-        return await self._post(url, {"channel": destination, **body}, headers=headers, api=True)
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"delivery_id": delivery_id}}
+        return await self._post(
+            url, {"channel": destination, **body, "metadata": metadata}, headers=headers, api=True
+        )
+
+    async def _already_posted(
+        self, channel: str, delivery_id: str, headers: dict[str, str]
+    ) -> bool:
+        """Slack has no idempotency key; a message carries its delivery id as metadata, so a
+        send cut short by a crash is looked up in the channel's recent history before it is
+        posted again. Any failure to look (scope, network) falls back to posting again."""
+        try:
+            response = await self._client.get(
+                f"{self.settings.slack_api_base}/conversations.history",
+                params={"channel": channel, "limit": 100, "include_all_metadata": "true"},
+                headers=headers,
+            )
+            answer = response.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        if not isinstance(answer, dict) or not answer.get("ok"):
+            return False
+        for msg in answer.get("messages") or []:
+            meta = (msg.get("metadata") or {}) if isinstance(msg, dict) else {}
+            if (meta.get("event_payload") or {}).get("delivery_id") == delivery_id:
+                return True
+        return False
 
     async def _post(
         self, url: str, body: dict[str, Any], *, headers: dict[str, str], api: bool = False

@@ -261,7 +261,9 @@ class DeliveryWorker:
     async def _send(self, d: Delivery, template: TemplateSpec) -> SendResult:
         if d.channel == "slack":
             message = self.outgoing.slack(d, template)
-            return await self.slack.send(message, channel=d.recipient, delivery_id=d.id)
+            return await self.slack.send(
+                message, channel=d.recipient, delivery_id=d.id, resumed=d.resumed
+            )
         return await self.email.send(self.outgoing.email(d, template), delivery_id=d.id)
 
     # recording outcomes ------------------------------------------------------------------

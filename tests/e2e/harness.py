@@ -61,6 +61,17 @@ class SlackStandIn:
             self.messages.append(await request.json())
             return {"ok": True, "ts": f"{len(self.messages)}.000"}
 
+        @app.get("/conversations.history")
+        async def history(channel: str) -> dict[str, Any]:
+            """As Slack's: the channel's messages, newest first, with their metadata."""
+            found = [m for m in reversed(self.messages) if m.get("channel") == channel]
+            return {
+                "ok": True,
+                "messages": [
+                    {"text": m.get("text"), "metadata": m.get("metadata")} for m in found[:100]
+                ],
+            }
+
         @app.get("/readyz")
         async def ready() -> dict[str, str]:
             return {"status": "ok"}
