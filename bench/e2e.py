@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 from tests.e2e.flows import collapse_history, get_json, post_calls
-from tests.e2e.harness import Running, SmtpSink, running_system
+from tests.e2e.harness import Running, standalone_system
 from tests.e2e.load import steady_load
 
 PROBES = int(os.environ.get("BENCH_E2E_PROBES", "15"))
@@ -58,25 +56,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run() -> None:
-    smtp = SmtpSink()
-    smtp.controller.start()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            async with running_system(Path(tmp), smtp) as running:
-                load = asyncio.create_task(
-                    steady_load(
-                        running.url("ingest"), accounts=100, rate=RATE, seconds=PROBES * 3 + 10
-                    )
-                )
-                await asyncio.sleep(5)
-                warmup = await probe(running)  # consumer groups finish joining meanwhile
-                results = []
-                for _ in range(PROBES):
-                    results.append(await probe(running))
-                    await asyncio.sleep(1)
-                stats = await load
-    finally:
-        smtp.controller.stop()
+    async with standalone_system() as running:
+        load = asyncio.create_task(
+            steady_load(running.url("ingest"), accounts=100, rate=RATE, seconds=PROBES * 3 + 10)
+        )
+        await asyncio.sleep(5)
+        warmup = await probe(running)  # consumer groups finish joining meanwhile
+        results = []
+        for _ in range(PROBES):
+            results.append(await probe(running))
+            await asyncio.sleep(1)
+        stats = await load
     done = [r for r in results if all(r)]
     print(f"first probe after start (not counted): email after {warmup[2]:.1f} s")
     print(

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.broker import EmbeddedBroker, free_port
-from tests.support import wait_ready
+from tests.support import service_process, wait_ready
 
 BENCH_SECRET = "bench-secret-0123456789abcdef-0123456789"
 
@@ -49,18 +48,10 @@ def process(
 @contextmanager
 def service(name: str, env: dict[str, str]) -> Iterator[str]:
     """One Uptake service as its own process on a free port; yields its base URL."""
-    port = free_port()
     data = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-    full = {
-        "UPTAKE_SECRET": BENCH_SECRET,
-        "UPTAKE_DATA_DIR": str(data),
-        "LOG_LEVEL": "WARNING",
-        f"{name.upper()}_PORT": str(port),
-        **env,
-    }
-    url = f"http://127.0.0.1:{port}"
+    full = {"UPTAKE_SECRET": BENCH_SECRET, "UPTAKE_DATA_DIR": str(data), "LOG_LEVEL": "WARNING"}
     try:
-        with process([sys.executable, "-m", f"services.{name}"], full, url):
+        with service_process(name, {**full, **env}) as (url, _):
             yield url
     finally:
         shutil.rmtree(data, ignore_errors=True)

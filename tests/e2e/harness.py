@@ -8,6 +8,7 @@ import contextlib
 import email
 import email.policy
 import os
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -131,3 +132,16 @@ async def running_system(data: Path, smtp: SmtpSink, **extra_env: str) -> AsyncI
                 stop_system(system)
     finally:
         broker.stop()
+
+
+@contextlib.asynccontextmanager
+async def standalone_system(**extra_env: str) -> AsyncIterator[Running]:
+    """The whole system in a temporary folder with its own SMTP server (for benchmarks)."""
+    smtp = SmtpSink()
+    smtp.controller.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with running_system(Path(tmp), smtp, **extra_env) as running:
+                yield running
+    finally:
+        smtp.controller.stop()
