@@ -61,14 +61,18 @@ async def run() -> None:
             steady_load(running.url("ingest"), accounts=100, rate=RATE, seconds=PROBES * 3 + 10)
         )
         await asyncio.sleep(5)
-        warmup = await probe(running)  # consumer groups finish joining meanwhile
+        # Start-up: consumer groups join (Tansu takes seconds) and catch up with the load.
+        warmups = [await probe(running)]
+        while len(warmups) < 6 and not 0 < warmups[-1][2] <= 2:
+            warmups.append(await probe(running))
         results = []
         for _ in range(PROBES):
             results.append(await probe(running))
             await asyncio.sleep(1)
         stats = await load
     done = [r for r in results if all(r)]
-    print(f"first probe after start (not counted): email after {warmup[2]:.1f} s")
+    firsts = ", ".join(f"{w[2]:.1f} s" for w in warmups)
+    print(f"warm-up probes after start (not counted), email after: {firsts}")
     print(
         f"e2e latency under {RATE:,.0f} events/s of background load "
         f"({len(done)}/{len(results)} probes completed)"

@@ -55,8 +55,14 @@ def create_app(
             if loaded:
                 log.info("playbooks.library_loaded", playbooks=loaded)
         components: list[Component] = []
+        scheduler = StepScheduler(
+            runtime.sessions, runtime.publisher, config=scheduler_config(settings), clock=now
+        )
+        app.state.scheduler = scheduler
         if settings.consumer_enabled:
-            handler = PlaybooksConsumer(runtime.sessions, defaults=defaults, clock=now)
+            handler = PlaybooksConsumer(
+                runtime.sessions, defaults=defaults, clock=now, on_stored=scheduler.wake
+            )
             app.state.consumer = handler
             components.append(
                 ConsumerRunner(
@@ -67,10 +73,6 @@ def create_app(
                     publisher=runtime.publisher,
                 )
             )
-        scheduler = StepScheduler(
-            runtime.sessions, runtime.publisher, config=scheduler_config(settings), clock=now
-        )
-        app.state.scheduler = scheduler
         if settings.scheduler_enabled:
             components.append(scheduler)
         return components

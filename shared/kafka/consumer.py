@@ -140,16 +140,19 @@ class ConsumerRunner:
     def _backlog_after(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> bool:
-        """Whether more is waiting than this batch: it was full, or a partition's high
-        watermark is past what it held. Lets a handler hold decisions that need the
-        whole picture (alerts) while a backlog is replayed after a restart or a stall."""
+        """Whether a backlog is waiting: the batch was full, or more than a quarter batch
+        is still behind the high watermarks. Lets a handler hold decisions that need the
+        whole picture (alerts) while a backlog is replayed after a restart or a stall;
+        the few messages that arrive while a batch is handled under live traffic are not
+        a backlog."""
         if sum(len(msgs) for msgs in batch.values()) >= self.max_batch:
             return True
+        lag = 0
         for tp, msgs in batch.items():
             highwater = self._consumer.highwater(tp)
-            if highwater is not None and highwater > msgs[-1].offset + 1:
-                return True
-        return False
+            if highwater is not None:
+                lag += max(0, highwater - (msgs[-1].offset + 1))
+        return lag > self.max_batch // 4
 
     async def _decode(self, raw: list[ConsumerRecord[bytes, bytes]]) -> list[Record]:
         records: list[Record] = []
