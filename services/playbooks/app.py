@@ -55,14 +55,8 @@ def create_app(
             if loaded:
                 log.info("playbooks.library_loaded", playbooks=loaded)
         components: list[Component] = []
-        scheduler = StepScheduler(
-            runtime.sessions, runtime.publisher, config=scheduler_config(settings), clock=now
-        )
-        app.state.scheduler = scheduler
         if settings.consumer_enabled:
-            handler = PlaybooksConsumer(
-                runtime.sessions, defaults=defaults, clock=now, on_stored=scheduler.wake
-            )
+            handler = PlaybooksConsumer(runtime.sessions, defaults=defaults, clock=now)
             app.state.consumer = handler
             components.append(
                 ConsumerRunner(
@@ -73,6 +67,10 @@ def create_app(
                     publisher=runtime.publisher,
                 )
             )
+        scheduler = StepScheduler(
+            runtime.sessions, runtime.publisher, config=scheduler_config(settings), clock=now
+        )
+        app.state.scheduler = scheduler
         if settings.scheduler_enabled:
             components.append(scheduler)
         return components

@@ -64,12 +64,10 @@ class PlaybooksConsumer:
         *,
         defaults: TeamDefaults,
         clock: Callable[[], datetime],
-        on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.defaults = defaults
         self.clock = clock
-        self.on_stored = on_stored
         self._exit_names: set[str] = set()
         self._exit_names_at = 0.0
 
@@ -94,8 +92,6 @@ class PlaybooksConsumer:
             return
         try:
             await self._store(relevant, milestones)
-            if self.on_stored is not None:
-                self.on_stored()
         except IntegrityError as exc:
             if not is_start_race(exc):
                 raise

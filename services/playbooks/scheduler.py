@@ -75,12 +75,6 @@ class StepScheduler:
         self.sent_total = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-
-    def wake(self) -> None:
-        """New groups were stored: look for due steps now rather than at the next tick
-        (their day-0 emails are what makes the step email arrive within a second)."""
-        self._wake.set()
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -88,7 +82,6 @@ class StepScheduler:
 
     async def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=30)
@@ -103,8 +96,7 @@ class StepScheduler:
             except Exception as exc:
                 log.warning("playbooks.scheduler_pass_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.interval_seconds)
-            self._wake.clear()
+                await asyncio.wait_for(self._stopping.wait(), self.config.interval_seconds)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One pass: send the steps due at ``now``; returns how many were taken."""

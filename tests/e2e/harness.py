@@ -94,7 +94,7 @@ class Running:
 E2E_ENV = {
     # fast loops for tests: every service reads its own names and ignores the rest
     "HEALTH_DEBOUNCE_SECONDS": "0.3",
-    "PLAYBOOKS_SCHEDULER_INTERVAL": "5",  # the default: new groups wake the scheduler
+    "PLAYBOOKS_SCHEDULER_INTERVAL": "0.5",
     "NOTIFY_POLL_INTERVAL": "0.3",
 }
 
