@@ -32,15 +32,30 @@ ERRORS: Responses = {
 NOT_FOUND: Responses = {404: {"model": ErrorOut, "description": "no such resource"}}
 CONFLICT: Responses = {409: {"model": ErrorOut, "description": "conflicts with the current state"}}
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Dates outside these years mean a typo, and near year 1 or 9999 the day arithmetic
+# behind windows and time zones overflows (a 500): refuse them with the field named.
+MIN_YEAR, MAX_YEAR = 1900, 2999
+_RANGE = f"must be between {MIN_YEAR}-01-01 and {MAX_YEAR}-12-31"
+
+
+def _in_range(value: date) -> None:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(_RANGE)
 
 
 def _iso_date(value: Any) -> Any:
     """Only ``YYYY-MM-DD`` (pydantic alone would read ``0`` as 1970-01-01)."""
     if isinstance(value, date):
-        return value
-    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        parsed = value
+    elif isinstance(value, str) and _ISO_DATE.match(value):
+        try:
+            parsed = date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be a date as YYYY-MM-DD") from None
+    else:
         raise ValueError("must be a date as YYYY-MM-DD")
-    return value
+    _in_range(parsed)
+    return parsed
 
 
 def _iso_datetime(value: Any) -> Any:
@@ -54,6 +69,7 @@ def _iso_datetime(value: Any) -> Any:
             raise ValueError("must be an ISO 8601 date-time") from None
     else:
         raise ValueError("must be an ISO 8601 date-time")
+    _in_range(parsed)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

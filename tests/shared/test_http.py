@@ -6,7 +6,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
 
-from shared.http import install_error_handlers, strict_request
+from shared.http import IsoDate, IsoDatetime, install_error_handlers, strict_request
 
 
 class Note(BaseModel):
@@ -54,3 +54,25 @@ async def test_strict_request_and_allow_header() -> None:
         wrong = await client.patch("/items/1", json={"text": "x"})
         assert wrong.status_code == 405
         assert wrong.headers["Allow"] == "DELETE, PUT"
+
+
+async def test_iso_dates_out_of_range_are_a_422_naming_the_field() -> None:
+    application = FastAPI()
+
+    @application.get("/day")
+    async def day(on: IsoDate, at: IsoDatetime | None = None) -> dict[str, str]:
+        return {"on": on.isoformat(), "at": at.isoformat() if at else ""}
+
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        ok = await client.get("/day", params={"on": "2026-03-01", "at": "2026-03-01T10:00:00Z"})
+        assert ok.json() == {"on": "2026-03-01", "at": "2026-03-01T10:00:00+00:00"}
+        for params, field in (
+            ({"on": "0001-01-01"}, "on"),
+            ({"on": "9999-12-31"}, "on"),
+            ({"on": "2026-02-30"}, "on"),
+            ({"on": "2026-03-01", "at": "0001-01-01T00:00:00+01:00"}, "at"),
+        ):
+            refused = await client.get("/day", params=params)
+            assert refused.status_code == 422, params
+            assert refused.json()["detail"][0]["loc"] == ["query", field]
