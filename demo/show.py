@@ -7,9 +7,11 @@ import asyncio
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -20,6 +22,13 @@ from shared.supervisor import System
 
 console = Console()
 PAGE = 500
+# The alert rules as they were before the demo paused them for the import: written before
+# anything is switched off, removed once they are back, so an interrupted demo (Ctrl-C in
+# the middle of the replay, a crash) never leaves alerting off for the next run.
+PAUSED_RULES = "demo-paused-rules.json"
+# Longer than the playbooks scheduler's default tick (5 s): a quiet pipeline has no
+# step waiting for its next pass.
+QUIET_SECONDS = 6.0
 
 
 async def run_demo(system: System, *, accounts: int, days: int) -> None:
@@ -31,19 +40,38 @@ async def run_demo(system: System, *, accounts: int, days: int) -> None:
     async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {admin}"}) as c:
         await create_team(system, c)
         # Import the history first, then switch alerting on: alerts judge complete data.
-        rules = await set_alerting(system, c, enabled=False)
-        console.print(f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]")
-        started = time.monotonic()
-        stats = await replay(system.url("ingest"), ingest_key, population, days=days, today=today)
-        console.print(
-            f"sent {stats.events:,} calls in {stats.batches:,} batches "
-            f"({stats.events / (time.monotonic() - started):,.0f}/s), "
-            f"{stats.rejected} rejected, {stats.retries} retried"
-        )
-        await settle(system, c, "importing the history")
-        await set_alerting(system, c, enabled=True, rules=rules)
+        rules = await pause_alerting(system, c)
+        imported = False
+        try:
+            console.print(
+                f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]"
+            )
+            started = time.monotonic()
+            stats = await replay(
+                system.url("ingest"), ingest_key, population, days=days, today=today
+            )
+            console.print(
+                f"sent {stats.events:,} calls in {stats.batches:,} batches "
+                f"({stats.events / (time.monotonic() - started):,.0f}/s), "
+                f"{stats.rejected} rejected, {stats.retries} retried"
+            )
+            await settle(system, c, "importing the history")
+            imported = True
+        finally:  # interrupted too: the rules go back as they were
+            await resume_alerting(system, c, rules, recompute=imported)
         await settle(system, c, "alerts, task groups and messages")
         await summary(system, c)
+
+
+async def resume_interrupted_demo(system: System) -> None:
+    """``uptake run`` after a demo that died mid-import: switch its rules back on."""
+    path = _paused_rules_file(system)
+    if not path.exists():
+        return
+    admin = create_token(system.settings.secret, scopes=["admin"], subject="uptake-run")
+    async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {admin}"}) as c:
+        await resume_alerting(system, c, orjson.loads(path.read_bytes()), recompute=True)
+    console.print("alert rules paused by an interrupted demo are back on")
 
 
 async def create_team(system: System, client: httpx.AsyncClient) -> None:
@@ -58,23 +86,45 @@ async def create_team(system: System, client: httpx.AsyncClient) -> None:
             r.raise_for_status()
 
 
-async def set_alerting(
-    system: System,
-    client: httpx.AsyncClient,
-    *,
-    enabled: bool,
-    rules: list[dict[str, Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Switch health's alert rules off (returning them) or back to how they were."""
+def _paused_rules_file(system: System) -> Path:
+    return system.settings.data_dir / PAUSED_RULES
+
+
+async def pause_alerting(system: System, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Switch health's alert rules off, returning them as they were (and keeping them on
+    disk until :func:`resume_alerting`). After an interrupted demo the file, not the
+    switched-off rules health now holds, says how they were."""
+    path = _paused_rules_file(system)
+    if path.exists():
+        rules: list[dict[str, Any]] = orjson.loads(path.read_bytes())
+    else:
+        rules = (await client.get(f"{system.url('health')}/v1/alert-rules")).json()
+        path.write_bytes(orjson.dumps(rules))
+    await _put_rules(system, client, rules, enabled=False)
+    return rules
+
+
+async def resume_alerting(
+    system: System, client: httpx.AsyncClient, rules: list[dict[str, Any]], *, recompute: bool
+) -> None:
+    """Put the rules back as they were; ``recompute`` scores everyone (and alerts) now."""
+    await _put_rules(system, client, rules, enabled=True)
+    _paused_rules_file(system).unlink(missing_ok=True)
+    if recompute:
+        (await client.post(f"{system.url('health')}/v1/recompute")).raise_for_status()
+
+
+async def _put_rules(
+    system: System, client: httpx.AsyncClient, rules: list[dict[str, Any]], *, enabled: bool
+) -> None:
     url = f"{system.url('health')}/v1/alert-rules"
-    rules = rules if rules is not None else (await client.get(url)).json()
     for rule in rules:
         body = {k: rule[k] for k in ("type", "name", "severity", "cooldown_days", "params")}
         body["enabled"] = rule["enabled"] and enabled
-        (await client.put(f"{url}/{rule['id']}", json=body)).raise_for_status()
-    if enabled:
-        (await client.post(f"{system.url('health')}/v1/recompute")).raise_for_status()
-    return rules
+        response = await client.put(f"{url}/{rule['id']}", json=body)
+        if response.status_code == 404:  # deleted meanwhile: nothing to switch
+            continue
+        response.raise_for_status()
 
 
 async def consumed(system: System, client: httpx.AsyncClient) -> float:
@@ -88,13 +138,25 @@ async def consumed(system: System, client: httpx.AsyncClient) -> float:
     return total
 
 
+async def sending(system: System, client: httpx.AsyncClient) -> int:
+    """Deliveries notify has taken in and is about to send (``deferred`` ones wait for a
+    contact's frequency cap and ``retrying`` ones for their backoff: they do not count)."""
+    url = f"{system.url('notify')}/v1/deliveries"
+    total = 0
+    for status in ("queued", "sending"):
+        page = (await client.get(url, params={"status": status, "limit": PAGE})).json()
+        total += len(page["items"])
+    return total
+
+
 async def settle(
-    system: System, client: httpx.AsyncClient, what: str, *, quiet: float = 5.0
+    system: System, client: httpx.AsyncClient, what: str, *, quiet: float = QUIET_SECONDS
 ) -> None:
-    """Wait until no consumer has committed anything new for ``quiet`` seconds."""
+    """Wait until no consumer has committed anything new for ``quiet`` seconds and notify
+    has nothing left to send."""
     with console.status(f"waiting for the pipeline to settle: {what}..."):
         last, still_since = -1.0, time.monotonic()
-        while time.monotonic() - still_since < quiet:
+        while time.monotonic() - still_since < quiet or await sending(system, client):
             await asyncio.sleep(1)
             now = await consumed(system, client)
             if now != last:

@@ -23,11 +23,12 @@ app.add_typer(token_app, name="token")
 @app.command()
 def run() -> None:
     """Start the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and every service."""
+    from demo.show import resume_interrupted_demo
     from shared.supervisor import run_until_stopped
 
     settings = BaseServiceSettings()
     configure_logging(service="uptake", level=settings.log_level, json=False)
-    raise typer.Exit(asyncio.run(run_until_stopped(settings)))
+    raise typer.Exit(asyncio.run(run_until_stopped(settings, after_start=resume_interrupted_demo)))
 
 
 @app.command()
