@@ -8,6 +8,7 @@ priority beyond it wait in the daily digest). Changes go out through the outbox.
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.health import repository as repo
 from services.health.models import Account, Alert, AlertRule
 from services.health.outbox import enqueue
+from services.health.registry import MAX_MRR
 from services.health.rules import Hit
 from shared import topics
 from shared.envelope import wrap
@@ -33,7 +35,8 @@ def alert_id(account_id: str, rule_id: str, seq: int) -> str:
 
 
 def priority(severity: int, mrr: float | None) -> float:
-    return float(severity) * max(mrr or 0.0, 1.0)
+    usable = mrr if mrr is not None and math.isfinite(mrr) else 0.0
+    return float(severity) * min(max(usable, 1.0), MAX_MRR)
 
 
 def publish_change(session: AsyncSession, alert: Alert, change: ChangeType) -> None:
@@ -53,6 +56,21 @@ def publish_change(session: AsyncSession, alert: Alert, change: ChangeType) -> N
     )
     env = wrap(message, type=change, account_id=alert.account_id, source="health")
     enqueue(session, topics.HEALTH_ALERTS, env)
+
+
+async def reassign(session: AsyncSession, owners: dict[str, str], now: datetime) -> int:
+    """The account's CSM changed: its not-resolved alerts follow (``?owner=``, budget,
+    digest); the published ones are announced as ``alert.updated``. Returns how many."""
+    moved = 0
+    for alert in await repo.active_alerts(session, list(owners)):
+        owner = owners[alert.account_id]
+        if alert.owner == owner:
+            continue
+        alert.owner, alert.updated_at = owner, now
+        moved += 1
+        if alert.published:
+            publish_change(session, alert, "alert.updated")
+    return moved
 
 
 @dataclass

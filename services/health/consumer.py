@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health import repository as repo
+from services.health.alerts import reassign
 from services.health.config import MetricsConfig
 from services.health.registry import SOURCE, apply_traits, new_account, store_contacts
 from services.health.rollups import EventFacts, aggregate, utc_day
@@ -115,12 +116,17 @@ class HealthConsumer:
         for account_id in ids - accounts.keys():
             accounts[account_id] = new_account(account_id, now)
             session.add(accounts[account_id])
+        owners: dict[str, str] = {}
         for env, upserted in sorted(fresh, key=lambda pair: pair[0].occurred_at):
             account = accounts[env.account_id]
             day = utc_day(env.occurred_at)
             if account.first_seen is None or day < account.first_seen:
                 account.first_seen = day
-            apply_traits(session, account, upserted, occurred_at=env.occurred_at, now=now)
+            changed = apply_traits(session, account, upserted, occurred_at=env.occurred_at, now=now)
+            if "owner" in changed:
+                owners[env.account_id] = changed["owner"]
         await session.flush()
+        if owners:
+            await reassign(session, owners, now)
         await store_contacts(session, [(e.account_id, c) for e, c in fresh_contacts], now)
         return bool(fresh)

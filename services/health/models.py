@@ -53,6 +53,8 @@ class Account(Base):
     last_active: Mapped[date | None] = mapped_column(Date)
     previous_owner: Mapped[str | None] = mapped_column(String(320))
     owner_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # when the stage last changed; None = the first stage known, held since first seen
+    stage_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     traits_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dirty_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -24,8 +24,8 @@ from services.health.configstore import ConfigStore
 from services.health.models import Account, AlertRule
 from services.health.outbox import enqueue_many
 from services.health.rules import Hit, evaluate
-from services.health.scoring import BAND_NAMES, FloatArray, IntArray, Scores, reason
-from services.health.snapshot import NEVER, Cube, snapshot_at
+from services.health.scoring import BAND_NAMES, FloatArray, IntArray, Scores, finite, reason
+from services.health.snapshot import NEVER, Cube, score_at, snapshot_at
 from shared import topics
 from shared.envelope import Envelope, wrap
 from shared.messages import HealthScored, ScoreComponent
@@ -53,6 +53,13 @@ def _segment_codes(segments: list[str | None], table: dict[str, int]) -> IntArra
     return np.array([table.setdefault(s or "", len(table)) for s in segments], dtype=np.int64)
 
 
+def _day(ts: datetime | None) -> date | None:
+    """The UTC day of a stored time (SQLite hands them back naive, as UTC)."""
+    if ts is None:
+        return None
+    return ts.date() if ts.tzinfo is None else ts.astimezone(UTC).date()
+
+
 def build_cube(
     accounts: list[Account],
     config: MetricsConfig,
@@ -71,6 +78,7 @@ def build_cube(
         a, m = a_index.get(account_id), m_index.get(metric)
         if a is not None and m is not None:
             values[a, m, offsets] = vals
+    values = finite(values)
 
     def day_index(d: date | None, default: float) -> float:
         return float((d - first_day).days) if d is not None else default
@@ -88,6 +96,10 @@ def build_cube(
         stage=[a.stage for a in accounts],
         plan=[a.plan for a in accounts],
         renewal=np.array([day_index(a.renewal_date, np.nan) for a in accounts]),
+        stage_since=np.array(
+            [day_index(_day(a.stage_changed_at) or a.first_seen, days) for a in accounts],
+            dtype=np.int64,
+        ),
         owner_changes=[
             (a_index[acc], (when.date() - first_day).days)
             for acc, when in owner_changes
@@ -137,18 +149,54 @@ class Recomputer:
     async def recompute(
         self, account_ids: list[str] | None = None, *, as_of: date | None = None
     ) -> RecomputeResult:
-        """Score ``account_ids`` (all when None) as of ``as_of`` (default: today)."""
-        as_of = as_of or self._today()
+        """Score ``account_ids`` (all when None) as of ``as_of`` (default: today).
+
+        Today's run stores the current scores, publishes changes and reconciles alerts. A
+        past ``as_of`` only (re)writes that day's score history: the current scores,
+        alerts and dirty marks stay as they are. A future one is refused (ValueError).
+        """
+        today = self._today()
+        as_of = as_of or today
+        if as_of > today:
+            raise ValueError(f"as_of {as_of} is after today ({today})")
         config = await self._store.metrics()
         budget = await self._store.alert_budget()
         async with self._lock, self._sessions() as session, session.begin():
             await repo.take_write_lock(session)
+            if as_of < today:
+                return await self._history_only(session, account_ids, as_of, config)
             marks = await repo.dirty_marks(session, account_ids)
             result = await self._run(session, account_ids, as_of, config, budget)
             await repo.clear_dirty(session, marks)
         if self._on_committed is not None:
             self._on_committed()
         return result
+
+    async def _history_only(
+        self,
+        session: AsyncSession,
+        account_ids: list[str] | None,
+        as_of: date,
+        config: MetricsConfig,
+    ) -> RecomputeResult:
+        """Score a past day into ``score_history``; nothing current changes, nothing is sent."""
+        rules = await repo.list_rules(session, enabled_only=True)
+        cube, peers = await self.load(session, account_ids, as_of, config, rules)
+        scores = score_at(cube, cube.index_of(as_of), config.scoring, peers[0])
+        now = datetime.now(UTC)
+        history = [
+            {
+                "account_id": account_id,
+                "score": float(scores.score[a]),
+                "band": BAND_NAMES[scores.band[a]],
+                "components": components_of(scores, a, config),
+                "day": as_of,
+                "computed_at": now,
+            }
+            for a, account_id in enumerate(cube.account_ids)
+        ]
+        await repo.store_history(session, history)
+        return RecomputeResult(as_of, len(cube.account_ids), 0, {})
 
     async def _run(
         self,

@@ -7,9 +7,11 @@ it consumes that topic, so nothing loops.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.health.models import Account, Contact, OwnerChange
@@ -19,8 +21,15 @@ from shared.db import upsert
 from shared.envelope import new_id, wrap
 from shared.messages import AccountUpserted, ContactUpserted, OwnerChanged
 
+log = structlog.get_logger(__name__)
+
 SOURCE = "health"
 TRAIT_FIELDS = ("name", "plan", "mrr", "owner", "stage", "segment", "renewal_date")
+MAX_MRR = 1e12  # beyond this an mrr is a mistake (and severity x mrr must stay finite)
+
+
+def valid_mrr(value: float) -> bool:
+    return math.isfinite(value) and 0 <= value <= MAX_MRR
 
 
 def new_account(account_id: str, now: datetime) -> Account:
@@ -51,10 +60,15 @@ def apply_traits(
         value = getattr(upserted, name)
         if name == "owner" and isinstance(value, str):
             value = value.lower()
+        if name == "mrr" and value is not None and not valid_mrr(value):
+            log.warning("ignoring an invalid mrr", account_id=account.account_id, mrr=value)
+            continue
         if value is not None and getattr(account, name) != value:
             changed[name] = value
     if "owner" in changed and account.owner is not None:
         _record_owner_change(session, account, changed["owner"], occurred_at)
+    if "stage" in changed and account.stage is not None:
+        account.stage_changed_at = occurred_at
     for name, value in changed.items():
         setattr(account, name, value)
     if upserted.traits:

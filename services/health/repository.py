@@ -24,7 +24,7 @@ from services.health.models import (
     ScoreHistory,
     SeenMessage,
 )
-from services.health.rollups import Key
+from services.health.rollups import MAX_VALUE, Key
 from shared.db import upsert
 
 CHUNK = 2000
@@ -50,7 +50,8 @@ PG_ADD = text(
     "INSERT INTO rollups (account_id, metric, day, value) "
     "SELECT * FROM unnest(CAST(:a AS varchar[]), CAST(:m AS varchar[]), "
     "CAST(:d AS date[]), CAST(:v AS float8[])) "
-    "ON CONFLICT (account_id, metric, day) DO UPDATE SET value = rollups.value + excluded.value"
+    "ON CONFLICT (account_id, metric, day) DO UPDATE SET value = "
+    "LEAST(GREATEST(rollups.value + excluded.value, -CAST(:cap AS float8)), CAST(:cap AS float8))"
 )
 PG_USERS = text(
     "INSERT INTO rollup_users (account_id, metric, day, user_key) "
@@ -58,6 +59,11 @@ PG_USERS = text(
     "CAST(:d AS date[]), CAST(:u AS varchar[])) "
     "ON CONFLICT DO NOTHING RETURNING account_id, metric, day"
 )
+
+
+def _clamped(value: Any) -> Any:
+    """SQLite's two-argument min/max: ``value`` within +-MAX_VALUE."""
+    return func.min(func.max(value, -MAX_VALUE), MAX_VALUE)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -95,6 +101,7 @@ async def add_rollups(session: AsyncSession, added: dict[Key, float]) -> None:
             "m": [k[1] for k in keys],
             "d": [k[2] for k in keys],
             "v": [added[k] for k in keys],
+            "cap": MAX_VALUE,
         }
         await session.execute(PG_ADD, params)
         return
@@ -103,7 +110,7 @@ async def add_rollups(session: AsyncSession, added: dict[Key, float]) -> None:
         stmt = _insert(session, Rollup)
         stmt = stmt.on_conflict_do_update(
             index_elements=["account_id", "metric", "day"],
-            set_={"value": Rollup.value + stmt.excluded.value},
+            set_={"value": _clamped(Rollup.value + stmt.excluded.value)},
         )
         await session.execute(stmt, list(chunk))
 
@@ -223,11 +230,21 @@ async def dirty_account_ids(session: AsyncSession, limit: int = 50_000) -> list[
     return list(rows)
 
 
+# pg_advisory_xact_lock key of a recompute: one at a time across replicas
+RECOMPUTE_LOCK = 0x4845414C5448  # "HEALTH"
+
+
 async def take_write_lock(session: AsyncSession) -> None:
-    """SQLite: write first, so a long read-then-write transaction (a recompute) holds the
-    write lock from its start instead of failing at its first write when a consumer batch
-    committed meanwhile (SQLITE_BUSY_SNAPSHOT). PostgreSQL needs nothing."""
-    if not _is_pg(session):
+    """One recompute at a time, held until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock, so replicas recomputing at once take
+    turns instead of racing on ``uq_alerts_one_active`` or overspending the budget.
+    SQLite: write first, so a long read-then-write transaction holds the (single)
+    write lock from its start instead of failing at its first write when a consumer
+    batch committed meanwhile (SQLITE_BUSY_SNAPSHOT)."""
+    if _is_pg(session):
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RECOMPUTE_LOCK})
+    else:
         await session.execute(text("UPDATE config SET key = key WHERE 1 = 0"))
 
 
@@ -506,9 +523,10 @@ def alerts_query(
 
 
 async def deferred_alerts(session: AsyncSession, day: date) -> list[Alert]:
+    """Alerts still deferred that were first deferred on or before ``day`` (carried over)."""
     rows = await session.scalars(
         select(Alert)
-        .where(Alert.deferred_day == day, Alert.status == "deferred")
+        .where(Alert.deferred_day <= day, Alert.status == "deferred")
         .order_by(Alert.owner, Alert.priority.desc())
     )
     return list(rows)

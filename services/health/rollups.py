@@ -14,6 +14,14 @@ from typing import Any
 from services.health.config import MetricDef
 
 Key = tuple[str, str, date]  # account, metric, day
+# Property values and daily rollups are clamped to +-MAX_VALUE: far beyond any real
+# usage, and small enough that sums over years of days stay finite (float8 overflow is
+# an error in PostgreSQL, inf/nan in numpy). Non-finite values are skipped.
+MAX_VALUE = 1e15
+
+
+def clamp(value: float) -> float:
+    return min(max(value, -MAX_VALUE), MAX_VALUE)
 
 
 @dataclass
@@ -52,7 +60,7 @@ def _number(value: Any) -> float | None:
             return None
     else:
         return None
-    return number if math.isfinite(number) else None
+    return clamp(number) if math.isfinite(number) else None
 
 
 def aggregate(events: list[EventFacts], metrics: list[MetricDef]) -> Increments:
@@ -75,7 +83,7 @@ def aggregate(events: list[EventFacts], metrics: list[MetricDef]) -> Increments:
                 if number is None:
                     continue
                 if metric.kind == "sum":
-                    out.added[key] = out.added.get(key, 0.0) + number
+                    out.added[key] = clamp(out.added.get(key, 0.0) + number)
                 else:
                     seen = out.last.get(key)
                     if seen is None or ev.timestamp >= seen[0]:

@@ -96,6 +96,33 @@ def validate_params(rule_type: str, params: dict[str, Any]) -> dict[str, Any]:
     return model.model_validate(params).model_dump()
 
 
+Loc = tuple[str | int, ...]
+
+
+def metric_references(rule_type: str, params: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """The metric keys the (validated) params name, each with where it sits in ``params``."""
+    if rule_type == "metric_decline":
+        return [] if params.get("metric") is None else [(("metric",), params["metric"])]
+    if rule_type == "onboarding_stalled":
+        return [(("metric",), params["metric"])]
+    if rule_type == "expansion":
+        if params["mode"] == "features":
+            return [(("features", i), key) for i, key in enumerate(params["features"])]
+        return [(("metric",), params["metric"])]
+    return []
+
+
+def unknown_metrics(
+    rule_type: str, params: dict[str, Any], keys: list[str]
+) -> list[tuple[Loc, str]]:
+    """Where the params name a metric that is not configured (the rule would never fire)."""
+    return [
+        (loc, f"unknown metric '{key}'; configured: {', '.join(keys)}")
+        for loc, key in metric_references(rule_type, params)
+        if key not in keys
+    ]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the rules see for a set of accounts as of one day."""
@@ -107,6 +134,7 @@ class Snapshot:
     now: Scores
     week_ago: Scores
     age_days: IntArray  # [a] days since first seen
+    days_in_stage: IntArray  # [a] days since the account entered its current stage
     days_inactive: IntArray  # [a] full days since the last day with any activity
     stage: list[str | None]
     plan: list[str | None]
@@ -241,13 +269,14 @@ def _onboarding_stalled(p: OnboardingStalledParams, snap: Snapshot) -> list[Hit]
     if m is None:
         return []
     in_stage = np.array([s in p.stages for s in snap.stage], dtype=bool)
-    mask = in_stage & (snap.age_days >= p.after_days) & (snap.now.recent[:, m] < p.min_per_day)
+    in_for = snap.days_in_stage
+    mask = in_stage & (in_for >= p.after_days) & (snap.now.recent[:, m] < p.min_per_day)
     return [
         Hit(
             int(a),
-            f"onboarding for {snap.age_days[a]} days, {snap.metric_names[m]} "
+            f"{snap.stage[a]} for {in_for[a]} days, {snap.metric_names[m]} "
             f"{snap.now.recent[a, m]:.1f}/day (< {p.min_per_day:g})",
-            {"age_days": int(snap.age_days[a])},
+            {"days_in_stage": int(in_for[a]), "age_days": int(snap.age_days[a])},
         )
         for a in np.flatnonzero(mask)
     ]

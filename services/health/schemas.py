@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, field_validator
 
+from services.health.registry import MAX_MRR
 from services.health.routes import IsoDate, IsoDatetime
 
 Band = Literal["green", "yellow", "red"]
@@ -70,6 +71,9 @@ class AccountOut(BaseModel):
     last_active: date | None
     previous_owner: str | None
     owner_changed_at: UtcDatetime | None
+    stage_changed_at: UtcDatetime | None = Field(
+        default=None, description="when the current stage began; none = since first seen"
+    )
     health: ScoreOut | None = None
     contacts: list[ContactOut] | None = Field(default=None, description="single-account GET")
 
@@ -86,7 +90,7 @@ class AccountUpdate(BaseModel):
 
     name: str | None = Field(default=None, max_length=300)
     plan: str | None = Field(default=None, max_length=300)
-    mrr: Number | None = Field(default=None, ge=0)
+    mrr: Number | None = Field(default=None, ge=0, le=MAX_MRR, allow_inf_nan=False)
     owner: str | None = Field(default=None, max_length=320, description="the CSM's email")
     stage: str | None = Field(default=None, max_length=300)
     segment: str | None = Field(default=None, max_length=300)

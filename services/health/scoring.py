@@ -18,6 +18,21 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 RED, YELLOW, GREEN = 0, 1, 2
+# Daily values are clipped to this before any sum, so windows of up to a few thousand
+# days stay finite whatever is stored (rollups are clamped far below it anyway).
+VALUE_LIMIT = 1e300
+
+
+def finite(values: FloatArray) -> FloatArray:
+    """``values`` with nan as 0 and everything within +-VALUE_LIMIT."""
+    clipped: FloatArray = np.clip(
+        np.nan_to_num(values, nan=0.0, posinf=VALUE_LIMIT, neginf=-VALUE_LIMIT),
+        -VALUE_LIMIT,
+        VALUE_LIMIT,
+    )
+    return clipped
+
+
 BAND_NAMES = ("red", "yellow", "green")
 BAND_RANK = {name: rank for rank, name in enumerate(BAND_NAMES)}
 
@@ -94,8 +109,9 @@ def score_accounts(
     ``peers`` (recent levels and segment codes of every account) sets the segment medians
     when only some accounts are scored; by default the scored accounts are their own peers.
     """
-    recent, baseline = window_means(values, end, ages, params)
+    recent, baseline = window_means(finite(values), end, ages, params)
     peer_recent, peer_segments = peers if peers is not None else (recent, segments)
+    peer_recent = finite(peer_recent)
     median = segment_medians(recent, segments, peer_recent, peer_segments)
     silent = recent <= 0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -109,11 +125,12 @@ def score_accounts(
     share = weights / weights.sum()
     combined = (per_metric * share[None, :]).sum(axis=1)
     scale = np.where(combined >= 0, 100 - params.neutral, params.neutral)
+    combined = np.clip(np.nan_to_num(combined, nan=-1.0), -1, 1)
     score = np.round(np.clip(params.neutral + combined * scale, 0, 100), 2)
     band = np.where(
         score >= params.green, GREEN, np.where(score >= params.yellow, YELLOW, RED)
     ).astype(np.int64)
-    points = per_metric * share[None, :] * scale[:, None]
+    points = np.nan_to_num(per_metric * share[None, :] * scale[:, None])
     return Scores(score, band, recent, baseline, median, level, trend, points)
 
 

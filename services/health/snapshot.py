@@ -35,6 +35,7 @@ class Cube:
     stage: list[str | None]
     plan: list[str | None]
     renewal: FloatArray  # [a] day index, nan = unknown
+    stage_since: IntArray | None = None  # [a] day index the current stage began (None: first seen)
     owner_changes: list[tuple[int, int]] = field(default_factory=list)  # (a, day index)
 
     def index_of(self, day: date) -> int:
@@ -106,6 +107,9 @@ def snapshot_at(
         now=score_at(cube, end, params, peers_now),
         week_ago=score_at(cube, end - 7, params, peers_week_ago),
         age_days=np.maximum(end - cube.first_seen, 0),
+        days_in_stage=np.maximum(
+            end - (cube.first_seen if cube.stage_since is None else cube.stage_since), 0
+        ),
         days_inactive=_days_inactive(cube, end),
         stage=cube.stage,
         plan=cube.plan,

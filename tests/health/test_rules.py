@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from services.health.config import MetricDef, ScoringParams
-from services.health.rollups import EventFacts, aggregate
-from services.health.rules import evaluate, validate_params
+from services.health.rollups import MAX_VALUE, EventFacts, aggregate
+from services.health.rules import evaluate, unknown_metrics, validate_params
 from services.health.snapshot import NEVER, Cube, backtest, snapshot_at
 
 DAYS = 120
@@ -40,6 +40,9 @@ def cube(series: dict[str, Any], **facts: Any) -> Cube:
         stage=facts.pop("stage", [None] * n),
         plan=facts.pop("plan", [None] * n),
         renewal=np.array(facts.pop("renewal", [np.nan] * n), dtype=float),
+        stage_since=np.array(facts.pop("stage_since"), dtype=np.int64)
+        if "stage_since" in facts
+        else None,
         owner_changes=facts.pop("owner_changes", []),
     )
 
@@ -97,6 +100,49 @@ def test_onboarding_stalled_needs_stage_age_and_low_usage() -> None:
         stage=["onboarding", "onboarding", "adoption", "onboarding"],
     )
     assert fired(c, "onboarding_stalled") == {"stalled"}
+
+
+def test_onboarding_stalled_counts_days_in_the_stage_not_since_first_seen() -> None:
+    """An old account moved back into onboarding 3 days ago is not stalled yet."""
+    low = np.zeros(DAYS)
+    c = cube(
+        {"moved_back": low, "long_in_stage": low},
+        first_seen=[0, 0],
+        stage=["onboarding", "onboarding"],
+        stage_since=[DAYS - 3, DAYS - 20],
+    )
+    assert fired(c, "onboarding_stalled") == {"long_in_stage"}
+    [hit] = evaluate("onboarding_stalled", {}, snapshot_at(c, DAYS, PARAMS))
+    assert hit.details["days_in_stage"] == 20 and hit.details["age_days"] == DAYS
+    assert hit.reason.startswith("onboarding for 20 days")
+
+
+def test_unknown_metric_keys_in_params_are_named() -> None:
+    keys = ["events", "active_users"]
+    check = lambda t, p: unknown_metrics(t, validate_params(t, p), keys)  # noqa: E731
+    assert check("metric_decline", {}) == []  # none = any metric
+    assert [loc for loc, _ in check("metric_decline", {"metric": "evnts"})] == [("metric",)]
+    assert check("onboarding_stalled", {"metric": "active_users"}) == []
+    assert [loc for loc, _ in check("expansion", {"metric": "nope"})] == [("metric",)]
+    features = {"mode": "features", "features": ["events", "feature_x"]}
+    [(loc, msg)] = check("expansion", features)
+    assert loc == ("features", 1) and "feature_x" in msg and "active_users" in msg
+    assert check("inactivity", {}) == []
+
+
+def test_huge_property_values_are_clamped_not_summed_into_inf() -> None:
+    metrics = [MetricDef(key="rows", kind="sum", property="rows")]
+    t = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    events = [
+        EventFacts("a", "Import", "u1", t, {"rows": 1.7e308}),
+        EventFacts("a", "Import", "u1", t, {"rows": 1.7e308}),
+        EventFacts("a", "Import", "u1", t, {"rows": "1e999"}),  # inf as text: skipped
+        EventFacts("a", "Import", "u1", t, {"rows": float("nan")}),
+        EventFacts("b", "Import", "u1", t, {"rows": -1e300}),
+    ]
+    inc = aggregate(events, metrics)
+    assert inc.added[("a", "rows", date(2026, 3, 1))] == MAX_VALUE
+    assert inc.added[("b", "rows", date(2026, 3, 1))] == -MAX_VALUE
 
 
 def test_owner_changed_within_days() -> None:

@@ -36,14 +36,35 @@ cubes = st.integers(1, 6).flatmap(
         )
     )
 )
+any_cubes = st.integers(1, 6).flatmap(  # anything from 0 to ~1e300, zeros common
+    lambda a: st.integers(1, 4).flatmap(
+        lambda m: arrays(
+            np.float64,
+            (a, m, DAYS),
+            elements=st.one_of(st.just(0.0), st.floats(0, 1e300), st.sampled_from([1e300, 1e-300])),
+        )
+    )
+)
 
 
-@settings(max_examples=200, deadline=None)
-@given(cubes, st.integers(0, 400))
+@settings(max_examples=300, deadline=None)
+@given(any_cubes, st.integers(0, 400))
 def test_scores_stay_within_0_and_100(values: np.ndarray, age: int) -> None:
     result = score(values, ages=np.full(values.shape[0], age))
     assert np.all((result.score >= 0) & (result.score <= 100))
-    assert np.all(np.isfinite(result.points))
+    assert np.all(np.isfinite(result.points)) and np.all(np.isfinite(result.level))
+    assert np.all(np.isfinite(result.recent)) and np.all(np.isfinite(result.median))
+
+
+def test_non_finite_values_do_not_poison_the_score() -> None:
+    """inf/nan in the cube (a bad row, an overflowed sum) must not make the score NaN."""
+    values = np.full((3, 1, DAYS), 10.0)
+    values[0, 0, -3] = np.inf
+    values[1, 0, -2] = np.nan
+    values[2, 0, :] = 1.7e308  # 7 of these sum past float64's range
+    result = score(values)
+    assert np.all(np.isfinite(result.score)) and np.all((result.score >= 0) & (result.score <= 100))
+    assert np.all(np.isfinite(result.points)) and np.all(np.isfinite(result.median))
 
 
 @settings(max_examples=150, deadline=None)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func, select
 
 from services.health import repository as repo
+from services.health.alerts import reassign
 from services.health.context import health_of
 from services.health.models import Account, Score
 from services.health.registry import announce_upsert, apply_traits, new_account
@@ -99,6 +100,8 @@ async def update_account(request: Request, account_id: str, body: AccountUpdate)
         changed = apply_traits(session, account, upserted, occurred_at=now, now=now)
         if changed:
             announce_upsert(session, account_id, changed)
+        if "owner" in changed:
+            await reassign(session, {account_id: changed["owner"]}, now)
         score = await session.get(Score, account_id)
     ctx.outbox.nudge()
     if changed:

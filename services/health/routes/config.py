@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from services.health.config import MetricsConfig
 from services.health.context import health_of
-from services.health.routes import ERRORS, IsoDate, strict_request
+from services.health.routes import ERRORS, IsoDate, strict_request, unprocessable
 from services.health.schemas import AlertBudget, RecomputeOut
 from shared.auth import require_scope
 
@@ -47,8 +47,16 @@ async def put_alert_budget(request: Request, body: AlertBudget) -> AlertBudget:
 
 @router.post("/recompute", response_model=RecomputeOut, dependencies=WRITE)
 async def recompute(request: Request, as_of: IsoDate | None = None) -> RecomputeOut:
-    """Score every account now (also runs on a schedule and after consumed batches)."""
-    result = await health_of(request).recomputer.recompute(None, as_of=as_of)
+    """Score every account now (also runs on a schedule and after consumed batches).
+
+    ``as_of`` before today only fills that day's score history (no current scores, no
+    alerts, nothing published); after today is refused.
+    """
+    ctx = health_of(request)
+    today = ctx.settings.today()
+    if as_of is not None and as_of > today:
+        raise unprocessable(["query", "as_of"], f"must not be after today ({today})")
+    result = await ctx.recomputer.recompute(None, as_of=as_of)
     return RecomputeOut(
         as_of=result.as_of,
         accounts=result.accounts,

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import ValidationError
 
 from services.health import repository as repo
-from services.health.config import RuleDef
+from services.health.config import MetricsConfig, RuleDef
 from services.health.configstore import rule_row
 from services.health.context import health_of
 from services.health.models import AlertRule
 from services.health.routes import CONFLICT, ERRORS, NOT_FOUND, IsoDate, invalid, strict_request
-from services.health.rules import validate_params
+from services.health.rules import unknown_metrics, validate_params
 from services.health.schemas import BacktestIn, RuleCreate, RuleIn, RuleOut
 from services.health.snapshot import backtest
 from shared.auth import require_scope
@@ -30,13 +30,22 @@ READ = [Depends(require_scope("read"))]
 ADMIN = [Depends(require_scope("admin"))]
 
 
-def _checked(rule_type: str, params: dict[str, Any]) -> dict[str, Any]:
+def _checked(rule_type: str, params: dict[str, Any], config: MetricsConfig) -> dict[str, Any]:
+    """Valid params for the type, naming only configured metrics (else 422 naming the field)."""
     try:
-        return validate_params(rule_type, params)
+        checked = validate_params(rule_type, params)
     except ValidationError as exc:
         raise invalid(exc, prefix="params") from exc
     except ValueError as exc:
         raise invalid(exc, prefix="type") from exc
+    unknown = unknown_metrics(rule_type, checked, config.keys)
+    if unknown:
+        errors = [
+            {"loc": ["body", "params", *loc], "msg": msg, "type": "value_error"}
+            for loc, msg in unknown
+        ]
+        raise HTTPException(422, detail=errors)
+    return checked
 
 
 @router.get("", response_model=list[RuleOut], dependencies=READ)
@@ -47,8 +56,9 @@ async def list_rules(request: Request) -> list[RuleOut]:
 
 @router.post("", response_model=RuleOut, status_code=201, dependencies=ADMIN)
 async def create_rule(request: Request, body: RuleCreate) -> RuleOut:
-    params = _checked(body.type, body.params)
-    async with health_of(request).sessions() as session, session.begin():
+    ctx = health_of(request)
+    params = _checked(body.type, body.params, await ctx.store.metrics())
+    async with ctx.sessions() as session, session.begin():
         if await session.get(AlertRule, body.id) is not None:
             raise HTTPException(409, detail=f"rule '{body.id}' exists; PUT to change it")
         rule = rule_row(RuleDef(**body.model_dump()), params, datetime.now(UTC))
@@ -67,9 +77,10 @@ async def get_rule(request: Request, rule_id: str) -> RuleOut:
 
 @router.put("/{rule_id}", response_model=RuleOut, dependencies=ADMIN)
 async def replace_rule(request: Request, rule_id: str, body: RuleIn) -> RuleOut:
-    params = _checked(body.type, body.params)
+    ctx = health_of(request)
+    params = _checked(body.type, body.params, await ctx.store.metrics())
     now = datetime.now(UTC)
-    async with health_of(request).sessions() as session, session.begin():
+    async with ctx.sessions() as session, session.begin():
         rule = await session.get(AlertRule, rule_id)
         if rule is None:
             try:
@@ -108,7 +119,9 @@ async def backtest_rule(
         rule = await session.get(AlertRule, rule_id)
         if rule is None:
             raise HTTPException(404, detail=f"rule '{rule_id}' not found")
-        params = _checked(rule.type, body.params if body.params is not None else rule.params)
+        params = _checked(
+            rule.type, body.params if body.params is not None else rule.params, config
+        )
         probe = AlertRule(type=rule.type, params=params)
         cube, _ = await ctx.recomputer.load(session, None, as_of, config, [probe], extra_days=days)
     cooldown = body.cooldown_days if body.cooldown_days is not None else rule.cooldown_days
