@@ -7,17 +7,27 @@ A ``group`` call ties a user to an account; later events of that user without a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.ingest.models import UserAccount
 from shared.db import upsert
 
 CACHE_TTL_SECONDS = 60.0
+DATABASE_TROUBLE = (DBAPIError, PoolTimeout, OSError, TimeoutError)
+"""What a database that is down, gone, locked or slow raises (the driver's errors are
+wrapped in ``DBAPIError``; a refused connection can surface as ``OSError``)."""
+
+
+class DirectoryError(RuntimeError):
+    """The account database could not answer in time: the request should be retried."""
 
 
 def user_key(user_id: str | None, anonymous_id: str | None) -> str:
@@ -25,8 +35,15 @@ def user_key(user_id: str | None, anonymous_id: str | None) -> str:
 
 
 class AccountDirectory:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_size: int) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        cache_size: int,
+        timeout: float = 5.0,
+    ) -> None:
         self._sessions = sessions
+        self._timeout = timeout
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._cache_size = cache_size
 
@@ -55,30 +72,46 @@ class AccountDirectory:
             else:
                 found[key] = account
         if missing:
-            async with self._sessions() as session:
-                rows = await session.execute(
-                    select(UserAccount.user_key, UserAccount.account_id).where(
-                        UserAccount.user_key.in_(missing)
-                    )
-                )
-                for key, account in rows.tuples():
-                    found[key] = account
-                    self._store(key, account, now)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    rows = await self._load(missing)
+            except DATABASE_TROUBLE as exc:
+                raise DirectoryError(f"account lookup failed: {exc!r}"[:500]) from exc
+            for key, account in rows:
+                found[key] = account
+                self._store(key, account, now)
         return found
+
+    async def _load(self, keys: list[str]) -> list[tuple[str, str]]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(UserAccount.user_key, UserAccount.account_id).where(
+                    UserAccount.user_key.in_(keys)
+                )
+            )
+            return list(rows.tuples())
 
     async def remember(self, pairs: dict[str, str]) -> None:
         """Store user -> account links (committed before the events are acknowledged)."""
         if not pairs:
             return
         now = datetime.now(UTC)
-        async with self._sessions() as session, session.begin():
-            await upsert(
-                session,
-                UserAccount,
-                [{"user_key": k, "account_id": v, "updated_at": now} for k, v in pairs.items()],
-                keys=["user_key"],
-                update=["account_id", "updated_at"],
-            )
+        rows = [{"user_key": k, "account_id": v, "updated_at": now} for k, v in pairs.items()]
+        try:
+            async with (
+                asyncio.timeout(self._timeout),
+                self._sessions() as session,
+                session.begin(),
+            ):
+                await upsert(
+                    session,
+                    UserAccount,
+                    rows,
+                    keys=["user_key"],
+                    update=["account_id", "updated_at"],
+                )
+        except DATABASE_TROUBLE as exc:
+            raise DirectoryError(f"storing account links failed: {exc!r}"[:500]) from exc
         mono = time.monotonic()
         for key, account in pairs.items():
             self._store(key, account, mono)

@@ -24,7 +24,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
     async def on_start(runtime: ServiceRuntime) -> Sequence[Component]:
         app.state.directory = AccountDirectory(
-            runtime.sessions, cache_size=settings.account_cache_size
+            runtime.sessions,
+            cache_size=settings.account_cache_size,
+            timeout=settings.database_timeout_seconds,
         )
         runtime.publisher.timeout = settings.publish_timeout_seconds
         return []

@@ -10,11 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    TypeAdapter,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -74,6 +76,7 @@ def _too_deep(value: dict[str, Any]) -> bool:
 
 
 def _check_time(value: datetime | None) -> datetime | None:
+    """Naive means UTC; between 2000-01-01 and one day ahead."""
     if value is None:
         return None
     if value.tzinfo is None:
@@ -81,6 +84,25 @@ def _check_time(value: datetime | None) -> datetime | None:
     if value < EARLIEST or value > datetime.now(UTC) + FUTURE_SLACK:
         raise ValueError("timestamp is out of range (2000-01-01 to one day ahead)")
     return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_check_time)]
+"""A Segment timestamp (``timestamp``, ``originalTimestamp``, ``sentAt``, batch ``sentAt``)."""
+SENT_AT: TypeAdapter[datetime] = TypeAdapter(Timestamp)
+
+
+def corrected_time(original: datetime, sent_at: datetime, received_at: datetime) -> datetime:
+    """``originalTimestamp`` moved by the skew between the client's clock and ours."""
+    try:
+        corrected = received_at - (sent_at - original)
+    except OverflowError:
+        corrected = None
+    if corrected is None or corrected < EARLIEST or corrected > received_at + FUTURE_SLACK:
+        raise ValueError(
+            "originalTimestamp: out of range once corrected by sentAt's clock skew "
+            "(2000-01-01 to one day ahead)"
+        )
+    return corrected
 
 
 class SegmentMessage(BaseModel):
@@ -98,9 +120,9 @@ class SegmentMessage(BaseModel):
     properties: dict[str, Any] = Field(default_factory=dict)
     traits: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
-    timestamp: datetime | None = None
-    originalTimestamp: datetime | None = None
-    sentAt: datetime | None = None
+    timestamp: Timestamp | None = None
+    originalTimestamp: Timestamp | None = None
+    sentAt: Timestamp | None = None
     writeKey: str | None = Field(default=None, max_length=2048)
 
     @field_validator("properties", "traits", "context")
@@ -118,11 +140,6 @@ class SegmentMessage(BaseModel):
             raise ValueError("must not contain NUL characters")
         return value
 
-    @field_validator("timestamp", "originalTimestamp", "sentAt")
-    @classmethod
-    def _in_range(cls, value: datetime | None) -> datetime | None:
-        return _check_time(value)
-
     @model_validator(mode="after")
     def _fields_for_type(self) -> SegmentMessage:
         if self.userId is None and self.anonymousId is None:
@@ -136,12 +153,15 @@ class SegmentMessage(BaseModel):
         return self
 
     def occurred_at(self, received_at: datetime) -> datetime:
-        """Segment's rule: ``timestamp``, else ``originalTimestamp`` corrected by clock skew."""
+        """Segment's rule: ``timestamp``, else ``originalTimestamp`` corrected by clock skew.
+
+        Raises ``ValueError`` naming the field when the corrected time is out of range.
+        """
         if self.timestamp is not None:
             return self.timestamp
         if self.originalTimestamp is not None:
             if self.sentAt is not None:
-                return received_at - (self.sentAt - self.originalTimestamp)
+                return corrected_time(self.originalTimestamp, self.sentAt, received_at)
             return self.originalTimestamp
         return received_at
 
@@ -161,7 +181,7 @@ class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     batch: list[dict[str, Any]] = Field(max_length=2500)
-    sentAt: datetime | None = None
+    sentAt: Timestamp | None = None
     context: dict[str, Any] = Field(default_factory=dict)
     writeKey: str | None = None
 

@@ -14,4 +14,5 @@ class IngestSettings(BaseServiceSettings):
     rate_limit_events_per_second: float = Field(default=10_000, alias="INGEST_RATE_LIMIT", gt=0)
     rate_limit_burst: float = Field(default=50_000, alias="INGEST_RATE_BURST", gt=0)
     publish_timeout_seconds: float = Field(default=5.0, alias="INGEST_PUBLISH_TIMEOUT", gt=0)
+    database_timeout_seconds: float = Field(default=5.0, alias="INGEST_DATABASE_TIMEOUT", gt=0)
     account_cache_size: int = Field(default=100_000, alias="INGEST_ACCOUNT_CACHE_SIZE")

@@ -11,17 +11,20 @@ from datetime import UTC, date, datetime
 from typing import Any, get_args
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from services.ingest.accounts import AccountDirectory, user_key
 from services.ingest.schemas import EventType, SegmentMessage
 from shared import topics
 from shared.envelope import ENVELOPE_VERSION, new_id
+from shared.http import IsoDate, IsoDatetime
 
 SOURCE = "ingest"
 KNOWN_TYPES = frozenset({None, *get_args(EventType)})
 ACCOUNT_FIELDS = ("name", "plan", "mrr", "owner", "stage", "segment", "renewal_date")
 CONTACT_FIELDS = ("email", "name", "role")
+_DATE: TypeAdapter[date] = TypeAdapter(IsoDate)
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(IsoDatetime)
 NO_ACCOUNT = "no account: send groupId (or context.groupId), or a group call for this user first"
 
 
@@ -74,6 +77,23 @@ def _clean_float(value: Any, name: str) -> float | None:
     return number
 
 
+def _no_nul(value: Any, where: str) -> None:
+    """PostgreSQL text (and what health/playbooks store from traits) cannot hold NUL."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                raise ValueError(f"{path} must not contain NUL characters")
+        elif type(node) is dict:
+            for key, child in node.items():
+                if "\x00" in key:
+                    raise ValueError(f"{path}: a key must not contain NUL characters")
+                stack.append((child, f"{path}.{key}"))
+        elif type(node) is list:
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+
+
 def _clean_str(value: Any, name: str, limit: int = 255) -> str | None:
     if value is None:
         return None
@@ -82,14 +102,25 @@ def _clean_str(value: Any, name: str, limit: int = 255) -> str | None:
     return str(value)[:limit]
 
 
+def _renewal_date(value: Any) -> str | None:
+    """A real date: ``YYYY-MM-DD``, or an ISO 8601 date-time (its UTC date is kept)."""
+    if value is None:
+        return None
+    try:
+        return _DATE.validate_python(value).isoformat()
+    except ValidationError:
+        pass
+    try:
+        return _DATETIME.validate_python(value).astimezone(UTC).date().isoformat()
+    except ValidationError:
+        raise ValueError(
+            "traits.renewal_date must be a date (YYYY-MM-DD) between 1900 and 2999"
+        ) from None
+
+
 def account_data(msg: SegmentMessage, message_id: str) -> dict[str, Any]:
     traits = msg.traits
-    renewal = traits.get("renewal_date")
-    if renewal is not None:
-        try:
-            renewal = date.fromisoformat(str(renewal)[:10]).isoformat()
-        except ValueError:
-            raise ValueError("traits.renewal_date must be a date (YYYY-MM-DD)") from None
+    _no_nul(traits, "traits")
     owner = _clean_str(traits.get("owner"), "owner")
     if owner is not None and "@" not in owner:
         raise ValueError("traits.owner must be the CSM's email address")
@@ -101,13 +132,14 @@ def account_data(msg: SegmentMessage, message_id: str) -> dict[str, Any]:
         "owner": owner.lower() if owner else None,
         "stage": _clean_str(traits.get("stage"), "stage"),
         "segment": _clean_str(traits.get("segment"), "segment"),
-        "renewal_date": renewal,
+        "renewal_date": _renewal_date(traits.get("renewal_date")),
         "traits": {k: v for k, v in traits.items() if k not in ACCOUNT_FIELDS},
     }
 
 
 def contact_data(msg: SegmentMessage, message_id: str) -> dict[str, Any]:
     traits = msg.traits
+    _no_nul(traits, "traits")
     return {
         "message_id": message_id,
         "user_id": msg.userId or f"anonymous:{msg.anonymousId}",
@@ -161,6 +193,47 @@ def envelope_bytes(
     )
 
 
+@dataclass(slots=True)
+class _Ready:
+    """An event that passed every check; only its account is still to be found."""
+
+    index: int
+    msg: SegmentMessage
+    topic: str
+    kind: str
+    data: dict[str, Any]
+    occurred_at: datetime
+
+
+def prepare(msg: SegmentMessage, received_at: datetime) -> _Ready | str:
+    """The message an event makes, or the reason (naming the field) it is refused."""
+    message_id = msg.messageId or new_id()
+    try:
+        occurred_at = msg.occurred_at(received_at)
+        if msg.type == "group":
+            return _Ready(
+                0,
+                msg,
+                topics.ACCOUNTS,
+                "account.upserted",
+                account_data(msg, message_id),
+                occurred_at,
+            )
+        if msg.type == "identify":
+            return _Ready(
+                0,
+                msg,
+                topics.ACCOUNTS,
+                "contact.upserted",
+                contact_data(msg, message_id),
+                occurred_at,
+            )
+        data = usage_data(msg, message_id, occurred_at)
+    except ValueError as exc:
+        return str(exc)
+    return _Ready(0, msg, topics.USAGE_EVENTS, "usage.track", data, occurred_at)
+
+
 async def process(
     events: list[Any],
     *,
@@ -171,10 +244,14 @@ async def process(
     sizes: list[int] | None = None,
     sent_at: datetime | None = None,
 ) -> Outcome:
-    """Validate, resolve accounts and build the messages for a list of raw events."""
+    """Validate, resolve accounts and build the messages for a list of raw events.
+
+    ``sent_at`` is the batch's ``sentAt``, already validated (``schemas.SENT_AT``).
+    Only group calls that pass every check tie users to accounts, in the batch or later.
+    """
     out = Outcome()
     received_at = datetime.now(UTC)
-    valid: list[tuple[int, SegmentMessage]] = []
+    ready: list[_Ready] = []
     for index, raw in enumerate(events):
         size = sizes[index] if sizes is not None else len(orjson.dumps(raw))
         if size > max_event_bytes:
@@ -186,54 +263,35 @@ async def process(
             continue
         if result.sentAt is None and sent_at is not None:
             result.sentAt = sent_at
-        valid.append((index, result))
+        item = prepare(result, received_at)
+        if isinstance(item, str):
+            out.rejected.append((index, item))
+            continue
+        item.index = index
+        ready.append(item)
         if result.type == "group" and result.groupId:
             out.links[user_key(result.userId, result.anonymousId)] = result.groupId
 
     unresolved = {
-        user_key(m.userId, m.anonymousId) for _, m in valid if m.account_hint() is None
+        user_key(r.msg.userId, r.msg.anonymousId) for r in ready if r.msg.account_hint() is None
     } - out.links.keys()
     known = await directory.resolve(unresolved) if unresolved else {}
     known.update(out.links)
-    accepted_links: dict[str, str] = {}
 
-    for index, msg in valid:
+    for item in ready:
+        msg = item.msg
         account_id = msg.account_hint() or known.get(user_key(msg.userId, msg.anonymousId))
         if account_id is None:
-            out.rejected.append((index, NO_ACCOUNT))
-            continue
-        message_id = msg.messageId or new_id()
-        occurred_at = msg.occurred_at(received_at)
-        try:
-            if msg.type == "group":
-                topic, kind, data = (
-                    topics.ACCOUNTS,
-                    "account.upserted",
-                    account_data(msg, message_id),
-                )
-            elif msg.type == "identify":
-                topic, kind, data = (
-                    topics.ACCOUNTS,
-                    "contact.upserted",
-                    contact_data(msg, message_id),
-                )
-            else:
-                topic, kind = topics.USAGE_EVENTS, "usage.track"
-                data = usage_data(msg, message_id, occurred_at)
-        except ValueError as exc:
-            out.rejected.append((index, str(exc)))
+            out.rejected.append((item.index, NO_ACCOUNT))
             continue
         value = envelope_bytes(
-            type=kind,
+            type=item.kind,
             account_id=account_id,
-            data=data,
-            occurred_at=occurred_at,
+            data=item.data,
+            occurred_at=item.occurred_at,
             produced_at=received_at,
             trace_id=trace_id,
         )
-        out.messages.append((topic, account_id.encode(), value))
-        if msg.type == "group":
-            accepted_links[user_key(msg.userId, msg.anonymousId)] = account_id
-    out.links = accepted_links
+        out.messages.append((item.topic, account_id.encode(), value))
     out.rejected.sort()
     return out

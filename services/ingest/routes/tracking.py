@@ -14,13 +14,14 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from services.ingest import tracking
-from services.ingest.accounts import AccountDirectory
+from services.ingest.accounts import AccountDirectory, DirectoryError
 from services.ingest.body import BodyError, read_json_object
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.schemas import (
+    SENT_AT,
     BatchRequest,
     BatchResponse,
     ErrorResponse,
@@ -45,9 +46,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "body or event too large"},
     415: {"model": ErrorResponse, "description": "unsupported Content-Encoding"},
     429: {"model": ErrorResponse, "description": "rate limited; see Retry-After"},
-    503: {"model": ErrorResponse, "description": "broker unavailable; see Retry-After"},
+    503: {
+        "model": ErrorResponse,
+        "description": "broker or account database unavailable; see Retry-After",
+    },
 }
-_SENT_AT = TypeAdapter(datetime)
+DATABASE_DOWN = "account database unavailable; retry later"
 
 
 def _body_schema(model: type[Any]) -> dict[str, Any]:
@@ -58,6 +62,10 @@ def _body_schema(model: type[Any]) -> dict[str, Any]:
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     return JSONBytes({"success": False, "detail": detail}, status_code=status, headers=headers)
+
+
+def _unavailable(detail: str) -> Response:
+    return _error(503, detail, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
 def _trace_id(request: Request) -> str:
@@ -73,15 +81,19 @@ async def ingest(request: Request, *, forced_type: str | None) -> Response:
     app_state = request.app.state
     settings: IngestSettings = app_state.settings
     limit = settings.max_batch_bytes if forced_type is None else settings.max_event_bytes
+    # A token in the header is checked before the body is read, inflated and parsed;
+    # only a body ``writeKey`` needs the body first.
+    token = token_from_header(request.headers.get("authorization"))
+    claims = authorize(settings.secret, token, "ingest") if token is not None else None
     try:
         body, size = await read_json_object(request, limit=limit)
     except BodyError as exc:
         return _error(exc.status, exc.detail)
-
-    token = token_from_header(request.headers.get("authorization"))
-    if token is None and isinstance(body.get("writeKey"), str):
-        token = body["writeKey"]
-    claims = authorize(settings.secret, token, "ingest")
+    if claims is None:
+        write_key = body.get("writeKey")
+        claims = authorize(
+            settings.secret, write_key if isinstance(write_key, str) else None, "ingest"
+        )
 
     sent_at: datetime | None = None
     if forced_type is None:
@@ -92,9 +104,10 @@ async def ingest(request: Request, *, forced_type: str | None) -> Response:
             return _error(400, f"batch: more than {settings.max_batch_events} events")
         if body.get("sentAt") is not None:
             try:
-                sent_at = _SENT_AT.validate_python(body["sentAt"])
-            except ValidationError:
-                return _error(400, "sentAt: not a valid ISO-8601 timestamp")
+                sent_at = SENT_AT.validate_python(body["sentAt"])
+            except ValidationError as exc:
+                reason = exc.errors(include_url=False)[0]["msg"]
+                return _error(400, f"sentAt: {reason}")
         sizes = None
     else:
         events, sizes = [body], [size]
@@ -110,15 +123,18 @@ async def ingest(request: Request, *, forced_type: str | None) -> Response:
     trace_id = _trace_id(request)
     bind_trace_id(trace_id)
     directory: AccountDirectory = app_state.directory
-    outcome = await tracking.process(
-        events,
-        forced_type=forced_type,
-        directory=directory,
-        trace_id=trace_id,
-        max_event_bytes=settings.max_event_bytes,
-        sizes=sizes,
-        sent_at=sent_at,
-    )
+    try:
+        outcome = await tracking.process(
+            events,
+            forced_type=forced_type,
+            directory=directory,
+            trace_id=trace_id,
+            max_event_bytes=settings.max_event_bytes,
+            sizes=sizes,
+            sent_at=sent_at,
+        )
+    except DirectoryError:
+        return _unavailable(DATABASE_DOWN)
     if not outcome.messages:
         reasons = "; ".join(f"[{i}] {r}" for i, r in outcome.rejected[:20])
         if forced_type is not None:
@@ -133,13 +149,14 @@ async def ingest(request: Request, *, forced_type: str | None) -> Response:
             status_code=status,
         )
     try:
-        await directory.remember(outcome.links)
+        if outcome.links:
+            await directory.remember(outcome.links)
         publisher: Publisher = app_state.runtime.publisher
         await publisher.publish_keyed(outcome.messages, headers=[("trace_id", trace_id.encode())])
+    except DirectoryError:
+        return _unavailable(DATABASE_DOWN)
     except PublishError:
-        return _error(
-            503, "event broker unavailable; retry later", {"Retry-After": RETRY_AFTER_SECONDS}
-        )
+        return _unavailable("event broker unavailable; retry later")
     if not outcome.rejected:
         return Response(SUCCESS, media_type="application/json")
     return Response(
