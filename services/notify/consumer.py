@@ -2,7 +2,9 @@
 
 Each request becomes one delivery per recipient, unique on (idempotency key, recipient),
 so a replayed or duplicated request inserts nothing new. A request that does not validate
-is dead-lettered through the outbox in the same transaction, so the batch flows on.
+is dead-lettered through the outbox in the same transaction, so the batch flows on. A
+recipient that cannot be sent to (say the address ``n/a``) is logged ``failed`` with its
+``failed`` event, while its co-recipients are queued as usual.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,12 +21,18 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.notify import repository
-from services.notify.policy import recipient_key, recipients_of
+from services.notify.policy import (
+    delivery_event,
+    recipient_key,
+    recipients_of,
+    redact_data,
+    redacted_bytes,
+)
 from services.notify.settings import NotifySettings
 from shared import topics
 from shared.envelope import Envelope
 from shared.kafka import Record
-from shared.messages import NotifyRequested
+from shared.messages import NotifyRequested, Recipient
 
 log = structlog.get_logger(__name__)
 REQUEST_TYPE = "notify.requested"
@@ -36,6 +45,7 @@ LIMITS = {
     "task_group_id": 255,
     "step_key": 255,
 }
+MAX_RECIPIENTS = 1000  # a bigger audience is split into several requests by the sender
 RECIPIENT_LIMITS = {"email": 320, "name": 300, "slack_channel": 320, "contact_id": 255}
 
 
@@ -43,7 +53,11 @@ EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$")
 
 
 def invalid_field(request: NotifyRequested) -> str | None:
-    """Why the delivery log cannot take this request (names the field), or ``None``."""
+    """Why the request as a whole cannot be logged (names the field), or ``None``.
+
+    Recipients are judged one by one (:func:`recipient_problem`): one bad address fails
+    that recipient, never its co-recipients.
+    """
     for name, limit in LIMITS.items():
         value = getattr(request, name)
         if value is not None and len(value) > limit:
@@ -52,33 +66,64 @@ def invalid_field(request: NotifyRequested) -> str | None:
             return f"{name} contains a NUL character"
     if "\0" in request.idempotency_key:
         return "idempotency_key contains a NUL character"
-    for i, recipient in enumerate(request.to):
-        for name, limit in RECIPIENT_LIMITS.items():
-            value = getattr(recipient, name)
-            if value is not None and len(value) > limit:
-                return f"to[{i}].{name} is longer than {limit} characters"
-            if value is not None and any(c in value for c in "\r\n\0"):
-                return f"to[{i}].{name} contains a line break"
-        if recipient.email is not None and not EMAIL.match(recipient.email.strip()):
-            return f"to[{i}].email is not an email address"
+    if len(request.to) > MAX_RECIPIENTS:
+        return f"to has {len(request.to)} recipients, more than {MAX_RECIPIENTS}"
     return None
+
+
+def recipient_problem(i: int, recipient: Recipient) -> str | None:
+    """Why this one recipient cannot be sent to (names the field), or ``None``."""
+    for name, limit in RECIPIENT_LIMITS.items():
+        value = getattr(recipient, name)
+        if value is not None and len(value) > limit:
+            return f"to[{i}].{name} is longer than {limit} characters"
+        if value is not None and any(c in value for c in "\r\n\0"):
+            return f"to[{i}].{name} contains a line break"
+    if recipient.email is not None and not EMAIL.match(recipient.email.strip()):
+        return f"to[{i}].email is not an email address"
+    return None
+
+
+def _storable(value: str | None, limit: int) -> str | None:
+    """A refused recipient's value as the log can hold it: no control characters, cut."""
+    if value is None:
+        return None
+    return " ".join(value.replace("\0", " ").split())[:limit]
+
+
+def _storable_recipient(recipient: Recipient) -> Recipient:
+    return Recipient(
+        **{name: _storable(getattr(recipient, name), n) for name, n in RECIPIENT_LIMITS.items()}
+    )
+
+
+def _envelope_for(envelope: Envelope, request: NotifyRequested, recipient: Recipient) -> bytes:
+    """What one delivery keeps of its request: the request with only this recipient (so the
+    log grows with recipients, not with their square), webhook URLs redacted."""
+    data = {**request.model_dump(mode="json"), "to": [recipient.model_dump(mode="json")]}
+    return envelope.model_copy(update={"data": redact_data(data)}).to_bytes()
 
 
 def delivery_rows(
     request: NotifyRequested, envelope: Envelope, *, now: datetime, default_channel: str
 ) -> list[dict[str, Any]]:
-    """The deliveries one request asks for (recipients deduplicated by key)."""
+    """The deliveries one request asks for (recipients deduplicated by key).
+
+    A recipient that cannot be sent to (a malformed address...) is logged ``failed`` at
+    once, with the reason in ``last_error``; the others are ``queued``.
+    """
     rows: dict[str, dict[str, Any]] = {}
-    raw = envelope.to_bytes()
-    for recipient in recipients_of(request):
-        key = recipient_key(request.channel, recipient, default_channel)
+    for i, given in enumerate(recipients_of(request)):
+        problem = recipient_problem(i, given)
+        recipient = _storable_recipient(given) if problem else given
+        key = recipient_key(request.channel, recipient, default_channel)[:320]
         if key in rows:
             continue
         address = recipient.email if request.channel == "email" else recipient.slack_channel
         rows[key] = {
             "id": uuid.uuid4().hex,
             "idempotency_key": request.idempotency_key,
-            "recipient_key": key[:320],
+            "recipient_key": key,
             "account_id": envelope.account_id,
             "channel": request.channel,
             "template_id": request.template_id,
@@ -91,15 +136,55 @@ def delivery_rows(
             "task_group_id": request.task_group_id,
             "step_key": request.step_key,
             "automated": request.automated,
-            "status": "queued",
+            "status": "failed" if problem else "queued",
             "attempts": 0,
             "deferrals": 0,
             "next_attempt_at": now,
-            "request_envelope": raw,
+            "last_error": f"invalid recipient: {problem}" if problem else None,
+            "request_envelope": _envelope_for(envelope, request, recipient),
             "created_at": now,
             "updated_at": now,
         }
     return list(rows.values())
+
+
+def refused_event(row: dict[str, Any], trace_id: str) -> Envelope:
+    """The ``failed`` event of a recipient refused on arrival."""
+    return delivery_event(
+        status="failed",
+        idempotency_key=row["idempotency_key"],
+        channel=row["channel"],
+        account_id=row["account_id"],
+        recipient=row["recipient"],
+        attempts=0,
+        task_group_id=row["task_group_id"],
+        step_key=row["step_key"],
+        detail=row["last_error"],
+        trace_id=trace_id,
+    )
+
+
+def describe(exc: ValidationError) -> str:
+    """A validation error naming the fields, without echoing their values (which may be
+    webhook URLs)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in error["loc"]) or "data"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass
+class _Arrival:
+    """One request of a batch: its record, its deliveries, and the trace to publish under."""
+
+    record: Record
+    rows: list[dict[str, Any]]
+    trace_id: str
+
+    @property
+    def all_refused(self) -> bool:
+        return all(r["status"] == "failed" for r in self.rows)
 
 
 class RequestConsumer:
@@ -120,7 +205,7 @@ class RequestConsumer:
 
     async def handle(self, records: list[Record]) -> None:
         now = self.clock()
-        rows: list[dict[str, Any]] = []
+        arrivals: list[_Arrival] = []
         dead: list[dict[str, Any]] = []
         for record in records:
             env = record.envelope
@@ -129,7 +214,8 @@ class RequestConsumer:
             try:
                 request = env.payload(NotifyRequested)
             except ValidationError as exc:
-                dead.append(self._dead_letter(record, f"invalid notify.requested: {exc}", now))
+                error = f"invalid notify.requested: {describe(exc)}"
+                dead.append(self._dead_letter(record, error, now))
                 continue
             problem = invalid_field(request)
             if problem:
@@ -140,20 +226,43 @@ class RequestConsumer:
             )
             if not new:
                 dead.append(self._dead_letter(record, "request has no recipients", now))
-            rows.extend(new)
-        if not rows and not dead:
+                continue
+            arrivals.append(_Arrival(record, new, env.trace_id))
+        if not arrivals and not dead:
             return
         async with self.sessions() as session, session.begin():
-            inserted = await repository.insert_deliveries(session, rows)
+            rows = [row for a in arrivals for row in a.rows]
+            inserted = set(await repository.insert_deliveries(session, rows))
+            dead.extend(self._refusals(arrivals, inserted, now))
             await repository.add_outbox(session, dead)
         if inserted or dead:
-            log.info("notify.requests_stored", new=len(inserted), dead=len(dead))
+            log.info("notify.requests_stored", new=len(inserted), outbox=len(dead))
             self.on_stored()
+
+    def _refusals(
+        self, arrivals: list[_Arrival], inserted: set[str], now: datetime
+    ) -> list[dict[str, Any]]:
+        """``failed`` events for recipients refused on arrival (first arrival only), and the
+        dead letter of a request none of whose recipients could be taken."""
+        out: list[dict[str, Any]] = []
+        for arrival in arrivals:
+            new = [r for r in arrival.rows if r["id"] in inserted]
+            refused = [r for r in new if r["status"] == "failed"]
+            out.extend(
+                repository.outbox_row(
+                    topics.NOTIFY_DELIVERIES, refused_event(r, arrival.trace_id), now=now
+                )
+                for r in refused
+            )
+            if refused and arrival.all_refused:
+                reasons = "; ".join(str(r["last_error"]) for r in refused)
+                out.append(self._dead_letter(arrival.record, f"no valid recipient: {reasons}", now))
+        return out
 
     def _dead_letter(self, record: Record, error: str, now: datetime) -> dict[str, Any]:
         return repository.outbox_row(
             topics.dlq(record.topic),
-            raw=(record.envelope.key, record.envelope.to_bytes()),
+            raw=(record.envelope.key, redacted_bytes(record.envelope)),
             headers=[
                 ("x-original-topic", record.topic),
                 ("x-original-partition", str(record.partition)),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from shared.envelope import Envelope, wrap
 from shared.messages import DeliveryChanged, DeliveryStatus, NotifyRequested, Recipient
@@ -44,11 +45,35 @@ def recipients_of(request: NotifyRequested) -> list[Recipient]:
     return [Recipient()] if request.channel == "slack" else []
 
 
+def is_url(value: str) -> bool:
+    return value.strip().lower().startswith(("http://", "https://"))
+
+
 def public_recipient(channel: str, recipient: str | None) -> str | None:
     """Never publish a webhook URL (it is a credential)."""
-    if channel == "slack" and recipient and recipient.startswith(("http://", "https://")):
+    if channel == "slack" and recipient and is_url(recipient):
         return "webhook"
     return recipient
+
+
+def redact_data(data: dict[str, Any]) -> dict[str, Any]:
+    """A request's ``data`` with webhook URLs (credentials) replaced by ``"webhook"``."""
+    to = data.get("to")
+    if not isinstance(to, list):
+        return data
+    return {**data, "to": [_redact_recipient(r) for r in to]}
+
+
+def _redact_recipient(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("slack_channel"), str):
+        channel = value["slack_channel"]
+        return {**value, "slack_channel": "webhook" if is_url(channel) else channel}
+    return value
+
+
+def redacted_bytes(envelope: Envelope) -> bytes:
+    """The envelope as dead letters and the log carry it: no webhook URL in it."""
+    return envelope.model_copy(update={"data": redact_data(envelope.data)}).to_bytes()
 
 
 def delivery_event(

@@ -8,6 +8,7 @@ Requests only ever go to ``SLACK_API_BASE`` or Slack's own webhook host: a recip
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -19,6 +20,17 @@ from services.notify.retry import SendResult, classify_http, classify_slack_api
 from services.notify.settings import NotifySettings, webhook_allowed
 
 METADATA_EVENT = "uptake_delivery"
+
+
+def _redacted(result: SendResult, url: str) -> SendResult:
+    """A webhook URL is a credential: never in a delivery's detail, log or event."""
+    if url not in result.detail and url not in (result.provider_response or ""):
+        return result
+    return replace(
+        result,
+        detail=result.detail.replace(url, "<webhook>"),
+        provider_response=(result.provider_response or "").replace(url, "<webhook>") or None,
+    )
 
 
 class SlackSender:
@@ -61,7 +73,8 @@ class SlackSender:
         if mode == "webhook":
             if not webhook_allowed(destination, self.settings.slack_api_base):
                 return SendResult.permanent("webhook URL is not a Slack host; refused")
-            return await self._post(destination, body, headers={})
+            result = await self._post(destination, body, headers={})
+            return _redacted(result, destination)
         headers = {"Authorization": f"Bearer {self.settings.slack_bot_token}"}
         if resumed and await self._already_posted(destination, delivery_id, headers):
             return SendResult.sent("already posted before a restart (found by its metadata)")

@@ -30,7 +30,7 @@ from services.notify.compose import message_id_for
 from services.notify.email_sender import EmailSender
 from services.notify.models import Delivery
 from services.notify.outgoing import OutgoingMessages
-from services.notify.policy import delivery_event, next_allowed
+from services.notify.policy import delivery_event, next_allowed, redacted_bytes
 from services.notify.relay import OutboxRelay
 from services.notify.rendering import (
     RenderError,
@@ -54,6 +54,15 @@ Clock = Callable[[], datetime]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _without_secrets(raw: bytes) -> bytes:
+    """A stored request as a dead letter may carry it: webhook URLs redacted (rows stored
+    before requests were kept redacted still hold them)."""
+    try:
+        return redacted_bytes(Envelope.parse(raw))
+    except ValueError:
+        return raw
 
 
 @dataclass
@@ -355,7 +364,7 @@ class DeliveryWorker:
         """Permanent failure or the last try: log it, dead-letter the request, publish."""
         dead = repository.outbox_row(
             topics.dlq(topics.NOTIFY_REQUESTS),
-            raw=(d.account_id.encode(), d.request_envelope),
+            raw=(d.account_id.encode(), _without_secrets(d.request_envelope)),
             headers=[
                 ("x-original-topic", topics.NOTIFY_REQUESTS),
                 ("x-consumer-group", self.settings.consumer_group),

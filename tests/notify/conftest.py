@@ -199,3 +199,46 @@ def new_account() -> str:
 
 def new_email(name: str = "ada") -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}@customer.test"
+
+
+@dataclass
+class Dead:
+    """A dead letter: the envelope it carries and its headers."""
+
+    envelope: Envelope
+    raw: bytes
+    headers: dict[str, str]
+
+
+async def read_dead_letters(
+    broker: EmbeddedBroker, account: str, count: int, *, settle: float = 0.3, timeout: float = 15
+) -> list[Dead]:
+    """``notify.requests.v1.dlq`` messages of one account, with their headers."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = topics.dlq(topics.NOTIFY_REQUESTS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
+    await consumer.start()
+    found: list[Dead] = []
+    try:
+        partitions = await consumer._client._wait_on_metadata(topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < (settle_until or deadline):
+            if settle_until is None and len(found) >= count:
+                settle_until = time.monotonic() + settle
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for rec in records:
+                    try:
+                        env = Envelope.parse(rec.value)
+                    except ValueError:
+                        continue
+                    if env.account_id == account:
+                        headers = {k: v.decode() for k, v in rec.headers}
+                        found.append(Dead(env, rec.value, headers))
+    finally:
+        await consumer.stop()
+    return found

@@ -262,8 +262,8 @@ def test_webhook_must_be_slack_or_the_api_base() -> None:
         NotifySettings(EMAIL_FROM="nobody")  # type: ignore[call-arg]
 
 
-def test_requests_the_log_cannot_take_are_named() -> None:
-    from services.notify.consumer import invalid_field
+def test_requests_and_recipients_the_log_cannot_take_are_named() -> None:
+    from services.notify.consumer import MAX_RECIPIENTS, invalid_field, recipient_problem
     from shared.messages import NotifyRequested
 
     def req(**to: str) -> NotifyRequested:
@@ -271,9 +271,20 @@ def test_requests_the_log_cannot_take_are_named() -> None:
             idempotency_key="k", channel="email", template_id="welcome", to=[Recipient(**to)]
         )
 
+    def problem(**to: str) -> str | None:
+        return recipient_problem(0, Recipient(**to))
+
     assert invalid_field(req(email="ada@x.test", name="Ada")) is None
-    assert invalid_field(req(email="ada@x.test\r\nBcc: e@x")) == "to[0].email contains a line break"
-    assert invalid_field(req(email="not-an-address")) == "to[0].email is not an email address"
-    assert invalid_field(req(email="a" * 400 + "@x.test")) == (
-        "to[0].email is longer than 320 characters"
+    assert invalid_field(req(email="n/a")) is None  # judged per recipient, not per request
+    assert problem(email="ada@x.test", name="Ada") is None
+    assert problem(email="ada@x.test\r\nBcc: e@x") == "to[0].email contains a line break"
+    assert problem(email="not-an-address") == "to[0].email is not an email address"
+    assert problem(email="a" * 400 + "@x.test") == "to[0].email is longer than 320 characters"
+    assert problem(name="Ada\nLovelace", email="a@x.test") == "to[0].name contains a line break"
+    crowd = NotifyRequested(
+        idempotency_key="k",
+        channel="email",
+        template_id="welcome",
+        to=[Recipient(email=f"u{i}@x.test") for i in range(MAX_RECIPIENTS + 1)],
     )
+    assert invalid_field(crowd) == "to has 1001 recipients, more than 1000"

@@ -26,6 +26,7 @@ from tests.notify.conftest import (
     new_email,
     publish,
     publish_raw,
+    read_dead_letters,
     request,
 )
 from tests.support import read_topic
@@ -76,6 +77,32 @@ async def test_concurrent_claims_never_overlap(
         await engine.dispose()
 
 
+async def test_a_batch_past_the_drivers_bind_limits_is_stored_whole(
+    database_url: Callable[[str], Awaitable[str]],
+) -> None:
+    """1,500 rows x 24 columns is past asyncpg's 32,767 and SQLite's 32,766 parameters."""
+    url = await database_url("notify")
+    await upgrade_async("notify", url)
+    engine = create_engine(url)
+    sessions = create_sessionmaker(engine)
+    rows = rows_for([f"u{i}@x.test" for i in range(1500)])
+    assert len(rows) * len(rows[0]) > 32_767
+    try:
+        async with sessions() as session, session.begin():
+            first = await repository.insert_deliveries(session, rows)
+        async with sessions() as session, session.begin():
+            again = await repository.insert_deliveries(session, [{**rows[7], "id": "other"}])
+    finally:
+        await engine.dispose()
+    assert sorted(first) == sorted(str(r["id"]) for r in rows)
+    assert again == []  # (idempotency key, recipient) is taken
+    # each row keeps only its own recipient: storage grows with recipients, not their square
+    kept = Envelope.parse(rows[0]["request_envelope"])  # type: ignore[arg-type]
+    assert kept.data["to"] == [
+        {"email": "u0@x.test", "name": None, "slack_channel": None, "contact_id": None}
+    ]
+
+
 async def test_a_send_interrupted_by_a_crash_is_resent_with_the_same_message_id(
     harness: NotifyHarness, smtp: SmtpServer
 ) -> None:
@@ -115,19 +142,28 @@ async def test_poison_requests_are_dead_lettered_and_the_rest_flows(
     )
     await publish_raw(broker, missing_channel)
     too_long = request(to=[Recipient(email="a" * 400 + "@x.test")])
-    await publish(broker, account, too_long, request(to=[Recipient(email=ada)]))
+    crowd = request(to=[Recipient(email=f"u{i}@x.test") for i in range(1001)])
+    crowd_to = [r.model_dump(mode="json") for r in crowd.to]
+    await publish(broker, account, too_long, crowd, request(to=[Recipient(email=ada)]))
     await smtp.inbox.wait_for(ada, 1)
     dead = await read_topic(
         broker.bootstrap_servers,
         topics.dlq(topics.NOTIFY_REQUESTS),
         match=lambda e: e.account_id == account,
-        count=2,
+        count=3,
         settle=0.3,
     )
     assert {e.data["idempotency_key"] for e in dead} == {
         missing_channel.data["idempotency_key"],
         too_long.idempotency_key,
+        crowd.idempotency_key,
     }
+    [crowd_dead] = [
+        d for d in await read_dead_letters(broker, account, 3) if d.envelope.data["to"] == crowd_to
+    ]
+    assert crowd_dead.headers["x-error"] == (
+        "invalid notify.requested: to has 1001 recipients, more than 1000"
+    )
 
 
 async def test_a_live_worker_renews_its_leases(tmp_path: Path) -> None:
