@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
@@ -20,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.ingest.models import UserAccount
 from shared.db import upsert
 
+T = TypeVar("T")
 CACHE_TTL_SECONDS = 60.0
 DATABASE_TROUBLE = (DBAPIError, PoolTimeout, OSError, TimeoutError)
 """What a database that is down, gone, locked or slow raises (the driver's errors are
@@ -44,6 +47,7 @@ class AccountDirectory:
     ) -> None:
         self._sessions = sessions
         self._timeout = timeout
+        self._background: set[asyncio.Task[Any]] = set()
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._cache_size = cache_size
 
@@ -72,11 +76,7 @@ class AccountDirectory:
             else:
                 found[key] = account
         if missing:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    rows = await self._load(missing)
-            except DATABASE_TROUBLE as exc:
-                raise DirectoryError(f"account lookup failed: {exc!r}"[:500]) from exc
+            rows = await self._bounded(self._load(missing), "account lookup")
             for key, account in rows:
                 found[key] = account
                 self._store(key, account, now)
@@ -97,21 +97,37 @@ class AccountDirectory:
             return
         now = datetime.now(UTC)
         rows = [{"user_key": k, "account_id": v, "updated_at": now} for k, v in pairs.items()]
-        try:
-            async with (
-                asyncio.timeout(self._timeout),
-                self._sessions() as session,
-                session.begin(),
-            ):
-                await upsert(
-                    session,
-                    UserAccount,
-                    rows,
-                    keys=["user_key"],
-                    update=["account_id", "updated_at"],
-                )
-        except DATABASE_TROUBLE as exc:
-            raise DirectoryError(f"storing account links failed: {exc!r}"[:500]) from exc
+        await self._bounded(self._store_links(rows), "storing account links")
         mono = time.monotonic()
         for key, account in pairs.items():
             self._store(key, account, mono)
+
+    async def _store_links(self, rows: list[dict[str, object]]) -> None:
+        async with self._sessions() as session, session.begin():
+            await upsert(
+                session, UserAccount, rows, keys=["user_key"], update=["account_id", "updated_at"]
+            )
+
+    async def _bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
+        """``work`` within the timeout, its database trouble as :class:`DirectoryError`.
+
+        On timeout the work is left to finish in the background rather than cancelled:
+        a cancelled session still waits for its rollback, which a locked or stalled
+        database would hold up as long as the query itself.
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), self._timeout)
+        except TimeoutError as exc:
+            if task.done():  # the driver's own timeout
+                raise DirectoryError(f"{what} failed: {exc!r}"[:500]) from exc
+            self._background.add(task)
+            task.add_done_callback(self._settled)
+            raise DirectoryError(f"{what}: no answer within {self._timeout} s") from None
+        except DATABASE_TROUBLE as exc:
+            raise DirectoryError(f"{what} failed: {exc!r}"[:500]) from exc
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: it was answered with a 503 already
