@@ -10,11 +10,14 @@ from __future__ import annotations
 import html as html_lib
 import re
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from jinja2 import ChainableUndefined, TemplateError
+from jinja2 import ChainableUndefined, Template, TemplateError
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 Channel = Literal["email", "slack"]
@@ -90,26 +93,110 @@ def _slack_escape(value: Any) -> Any:
     return "" if value is None else value
 
 
-_HTML_ENV = SandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
-_TEXT_ENV = SandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
-_SLACK_ENV = SandboxedEnvironment(
-    autoescape=False, undefined=ChainableUndefined, finalize=_slack_escape
-)
+# Resource bounds: a template is code an admin wrote, and it renders for every delivery.
+MAX_OUTPUT = 1_000_000  # characters one part (subject, html, text, a block string) renders
+MAX_SEQUENCE = 100_000  # items (characters) in a string or list built by ``*`` or ``+``
+MAX_INT_BITS = 4096  # an integer built by ``**`` or ``*`` (a 1,233-digit number)
+MAX_RANGE = 10_000  # items in one ``range()``
+MAX_RANGE_TOTAL = 100_000  # items of every ``range()`` of one render (nested loops)
+_range_budget: ContextVar[list[int] | None] = ContextVar("notify_range_budget", default=None)
+
+
+def _sized(value: Any) -> int | None:
+    return len(value) if isinstance(value, str | list | tuple) else None
+
+
+def _bits(value: Any) -> int:
+    return abs(value).bit_length() if isinstance(value, int) else 0
+
+
+def _bounded_range(*args: int) -> range:
+    """``range`` with a cap per call and per render, so nested loops cannot run for hours."""
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise SecurityError(f"range() of {len(items)} items; at most {MAX_RANGE}")
+    budget = _range_budget.get()
+    if budget is not None:
+        budget[0] -= len(items)
+        if budget[0] < 0:
+            raise SecurityError(f"range() items total more than {MAX_RANGE_TOTAL} in one render")
+    return items
+
+
+def too_big(operator: str, left: Any, right: Any) -> str | None:
+    """Why ``left <operator> right`` would be too big a result, checked before computing it."""
+    both_ints = isinstance(left, int) and isinstance(right, int)
+    if operator == "**" and both_ints and _bits(left) > 1 and _bits(left) * right > MAX_INT_BITS:
+        return f"{left} ** {right} is too big a number"
+    if operator == "*" and both_ints and _bits(left) + _bits(right) > MAX_INT_BITS:
+        return "too big a number"
+    if operator == "*":
+        for seq, times in ((left, right), (right, left)):
+            n = _sized(seq)
+            if n is not None and isinstance(times, int) and n * times > MAX_SEQUENCE:
+                return f"repeating {n} items {times} times is too long"
+    a, b = _sized(left), _sized(right)
+    if operator == "+" and a is not None and b is not None and a + b > MAX_SEQUENCE:
+        return f"adding {a} and {b} items is too long"
+    return None
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """Jinja's sandbox (no unsafe attributes), and no result big enough to exhaust memory:
+    ``**``, ``*`` and ``+`` refuse huge numbers, strings and lists; ``range`` is capped."""
+
+    intercepted_binops = frozenset({"**", "*", "+"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals["range"] = _bounded_range
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        problem = too_big(operator, left, right)
+        if problem:
+            raise SecurityError(problem)
+        return super().call_binop(context, operator, left, right)
+
+
+_HTML_ENV = BoundedSandbox(autoescape=True, undefined=ChainableUndefined)
+_TEXT_ENV = BoundedSandbox(autoescape=False, undefined=ChainableUndefined)
+_SLACK_ENV = BoundedSandbox(autoescape=False, undefined=ChainableUndefined, finalize=_slack_escape)
 _ENVS = {"html": _HTML_ENV, "text": _TEXT_ENV, "slack": _SLACK_ENV}
 
 
 @lru_cache(maxsize=1024)
-def _compile(kind: str, source: str) -> Any:
+def _compile(kind: str, source: str) -> Template:
     return _ENVS[kind].from_string(source)
 
 
 def _render(kind: str, field_name: str, source: str, context: Mapping[str, Any]) -> str:
+    budget = _range_budget.set([MAX_RANGE_TOTAL])
     try:
-        return str(_compile(kind, source).render(dict(context)))
+        return _generate(field_name, _compile(kind, source), context)
+    except RenderError:
+        raise
     except TemplateError as exc:
         raise RenderError(field_name, str(exc)) from exc
+    except RecursionError as exc:
+        raise RenderError(field_name, "recursion too deep (a macro that calls itself?)") from exc
+    except MemoryError as exc:
+        raise RenderError(field_name, "renders too much (out of memory)") from exc
     except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
         raise RenderError(field_name, f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        _range_budget.reset(budget)
+
+
+def _generate(field_name: str, template: Template, context: Mapping[str, Any]) -> str:
+    """Render piece by piece, stopping as soon as the output passes :data:`MAX_OUTPUT`."""
+    parts: list[str] = []
+    size = 0
+    for chunk in template.generate(dict(context)):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise RenderError(field_name, f"renders more than {MAX_OUTPUT} characters")
+        parts.append(chunk)
+    return "".join(parts)
 
 
 def build_context(context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
@@ -184,7 +271,20 @@ def validate(spec: TemplateSpec) -> None:
             raise RenderError("html", "an email template needs html or text")
     elif not spec.text:
         raise RenderError("text", "a slack template needs text (the notification fallback)")
-    render_preview(spec, {})
+    rendered = render_preview(spec, {})
+    if isinstance(rendered, RenderedSlack):
+        check_blocks(rendered.blocks)
+
+
+def check_blocks(blocks: Any) -> None:
+    """Block Kit's shape, as far as it is ours to know: a list of objects with a ``type``."""
+    if not isinstance(blocks, list):
+        raise RenderError("blocks", "must be a list of Block Kit blocks")
+    for i, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            raise RenderError(f"blocks[{i}]", "a block must be an object")
+        if not isinstance(block.get("type"), str) or not block["type"].strip():
+            raise RenderError(f"blocks[{i}].type", "a block needs a string type (section...)")
 
 
 _HREF = re.compile(r"""href=(["'])(https?://[^"']+)\1""", re.IGNORECASE)

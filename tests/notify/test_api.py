@@ -64,6 +64,9 @@ async def test_templates_crud_validation_preview_and_use(
             ("subject", "{{ unclosed"),
             ("html", "{{ foo() }}"),
             ("html", "{{ 1/0 }}"),
+            ("html", "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"),
+            ("html", "{{ 'ab' * 100000000 }}"),
+            ("subject", "{{ 9 ** 999999 }}"),
         ]:
             bad = await client.put(
                 "/v1/templates/broken", json={**CUSTOM, field: source}, headers=auth("admin")
@@ -73,6 +76,29 @@ async def test_templates_crud_validation_preview_and_use(
         no_subject = {**CUSTOM, "subject": None}
         r = await client.put("/v1/templates/broken", json=no_subject, headers=auth("admin"))
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "subject"]
+        recursive = {**CUSTOM, "html": "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"}
+        r = await client.post(
+            "/v1/templates", json={**recursive, "id": "loop"}, headers=auth("admin")
+        )
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "html"]
+        untyped = {
+            "name": "s",
+            "channel": "slack",
+            "text": "hi",
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}, {"a": 1}],
+        }
+        r = await client.put("/v1/templates/untyped", json=untyped, headers=auth("admin"))
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "blocks"]
+        assert "blocks[1].type" in r.json()["detail"][0]["msg"]
+        repeat = {**CUSTOM, "html": "<p>{{ 'x' * times }}</p>", "sample_context": {"times": 2}}
+        r = await client.put("/v1/templates/repeat", json=repeat, headers=auth("admin"))
+        assert r.status_code == 201, r.text
+        r = await client.post(
+            "/v1/templates/repeat/preview",
+            json={"context": {"times": 10**8}},
+            headers=auth("read"),
+        )
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "html"]
         r = await client.put("/v1/templates/Bad%20Id", json=CUSTOM, headers=auth("admin"))
         assert r.status_code == 422
         assert (await client.get("/v1/templates/broken", headers=auth("read"))).status_code == 404

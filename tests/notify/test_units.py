@@ -113,6 +113,52 @@ def test_sandbox_refuses_unsafe_access_and_validate_names_the_field() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recursion too deep"),
+        ("{{ 9 ** 999999 }}", "too big a number"),
+        ("{{ (10 ** 1000) * (10 ** 1000) }}", "too big a number"),
+        ("{{ 'ab' * 100000000 }}", "too long"),
+        ("{{ [0] * 10 ** 7 }}", "too long"),
+        ("{% set x = 'a' * 99999 %}{{ x + x }}", "too long"),
+        ("{% for i in range(10 ** 6) %}{% endfor %}", "at most 10000"),
+        ("{% for i in range(9000) %}{% for j in range(9000) %}{% endfor %}{% endfor %}", "total"),
+        ("{% for i in range(9000) %}{{ 'x' * 1000 }}{% endfor %}", "more than 1000000"),
+        ("{{ 2.0 ** 100000 }}", "OverflowError"),
+    ],
+)
+def test_resource_exhaustion_is_a_render_error_naming_the_field(source: str, says: str) -> None:
+    with pytest.raises(RenderError) as err:
+        validate(email_spec(subject="ok", text=source))
+    assert err.value.field == "text" and says in err.value.message
+
+
+def test_modest_arithmetic_and_loops_still_render() -> None:
+    spec = email_spec(
+        subject="{{ 2 ** 10 }} {{ 1 ** 10 ** 8 }} {{ 'ab' * 3 }} {{ [1] + [2] }}",
+        text="{% for i in range(3) %}{{ i }}{% endfor %}",
+    )
+    out = render_email(spec, {})
+    assert out.subject == "1024 1 ababab [1, 2]" and out.text == "012"
+
+
+def test_slack_blocks_must_be_block_kit_shaped() -> None:
+    def slack(blocks: list[object]) -> TemplateSpec:
+        return TemplateSpec(id="s", name="s", channel="slack", text="x", blocks=blocks)  # type: ignore[arg-type]
+
+    validate(slack([{"type": "section", "text": {"type": "mrkdwn", "text": "{{ reason }}"}}]))
+    for blocks, where in [
+        ([{"text": "no type"}], "blocks[0].type"),
+        ([{"type": "section"}, {"type": 3}], "blocks[1].type"),
+        ([{"type": "divider"}, "just text"], "blocks[1]"),
+        ([{"type": "{{ '' }}"}], "blocks[0].type"),
+    ]:
+        with pytest.raises(RenderError) as err:
+            validate(slack(blocks))
+        assert err.value.field == where
+
+
 def test_every_builtin_renders_with_an_empty_context() -> None:
     for spec in builtin_templates().values():
         if spec.channel == "email":
