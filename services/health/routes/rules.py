@@ -14,7 +14,15 @@ from services.health.config import MetricsConfig, RuleDef
 from services.health.configstore import rule_row
 from services.health.context import health_of
 from services.health.models import AlertRule
-from services.health.routes import CONFLICT, ERRORS, NOT_FOUND, IsoDate, invalid, strict_request
+from services.health.routes import (
+    CONFLICT,
+    ERRORS,
+    NOT_FOUND,
+    IsoDate,
+    invalid,
+    strict_request,
+    unprocessable,
+)
 from services.health.rules import unknown_metrics, validate_params
 from services.health.schemas import BacktestIn, RuleCreate, RuleIn, RuleOut
 from services.health.snapshot import backtest
@@ -113,7 +121,10 @@ async def backtest_rule(
     """How many alerts the rule (with these params) would have raised per week, and where."""
     ctx = health_of(request)
     body = body or BacktestIn()
-    as_of = as_of or ctx.settings.today()
+    today = ctx.settings.today()
+    if as_of is not None and as_of > today:
+        raise unprocessable(["query", "as_of"], f"must not be after today ({today})")
+    as_of = as_of or today
     config = await ctx.store.metrics()
     async with ctx.sessions() as session:
         rule = await session.get(AlertRule, rule_id)
