@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import subprocess
 import sys
@@ -56,6 +57,15 @@ async def serve_app(app: FastAPI | Any, *, port: int | None = None) -> AsyncIter
         await task
 
 
+@dataclasses.dataclass(frozen=True)
+class TopicRecord:
+    """One Kafka record as a consumer sees it: key, headers and the parsed envelope."""
+
+    key: bytes | None
+    headers: dict[str, bytes]
+    envelope: Envelope
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,
@@ -69,9 +79,25 @@ async def read_topic(
 
     Returns as soon as ``count`` arrived (then waits ``settle`` seconds more to catch extras).
     """
+    records = await read_records(
+        bootstrap, topic, match=match, count=count, timeout=timeout, settle=settle
+    )
+    return [r.envelope for r in records]
+
+
+async def read_records(
+    bootstrap: str,
+    topic: str,
+    *,
+    match: Callable[[Envelope], bool],
+    count: int,
+    timeout: float = 15.0,
+    settle: float = 0.0,
+) -> list[TopicRecord]:
+    """As :func:`read_topic`, with each record's key and headers."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
-    found: list[Envelope] = []
+    found: list[TopicRecord] = []
     try:
         partitions = await consumer._client._wait_on_metadata(topic)
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -95,7 +121,8 @@ async def read_topic(
                     except ValueError:
                         continue  # not an envelope (a dead letter of junk, say)
                     if match(env):
-                        found.append(env)
+                        headers = {k: bytes(v) for k, v in rec.headers or ()}
+                        found.append(TopicRecord(rec.key, headers, env))
     finally:
         await consumer.stop()
     return found

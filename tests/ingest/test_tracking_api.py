@@ -155,9 +155,15 @@ async def test_partial_batch_publishes_the_valid_events(
 
 async def test_all_invalid_batch_is_400(ingest: str) -> None:
     async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
-        r = await client.post("/v1/batch", json={"batch": [{"type": "track"}]})
+        r = await client.post(
+            "/v1/batch", json={"batch": [{"type": "track"}, {"type": "track", "userId": "u"}]}
+        )
     assert r.status_code == 400
-    assert r.json()["rejected"][0]["index"] == 0
+    rejected = r.json()["rejected"]
+    assert [item["index"] for item in rejected] == [0, 1]
+    assert "userId or anonymousId is required" in rejected[0]["reason"]
+    assert "event is required" in rejected[1]["reason"]
+    assert "[0]" in r.json()["detail"] and "[1]" in r.json()["detail"]
 
 
 async def test_gzip_body_and_decompressed_limits(ingest: str, broker: EmbeddedBroker) -> None:
