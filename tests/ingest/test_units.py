@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from services.ingest.body import BodyError, decode, parse_object
 from services.ingest.ratelimit import RateLimiter
-from services.ingest.schemas import SegmentMessage
+from services.ingest.schemas import SENT_AT, SegmentMessage, corrected_time
 from services.ingest.tracking import validate
 
 
@@ -86,3 +87,19 @@ def test_nul_in_ids_is_refused() -> None:
         assert isinstance(result, str) and result.startswith(field) and "NUL" in result
     result = validate({"userId": "u", "event": "E", "context": {"groupId": "a\x00"}}, "track")
     assert isinstance(result, str) and "context.groupId" in result
+
+
+def test_skew_correction_never_overflows() -> None:
+    now = datetime.now(UTC)
+    lowest, highest = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    for original, sent in ((lowest, highest), (highest, lowest)):
+        with pytest.raises(ValueError, match=r"^originalTimestamp"):
+            corrected_time(original, sent, now)
+    assert corrected_time(now - timedelta(hours=1), now, now) == now - timedelta(hours=1)
+
+
+def test_batch_sent_at_naive_is_utc_and_range_checked() -> None:
+    assert SENT_AT.validate_python("2024-01-01T00:00:00") == datetime(2024, 1, 1, tzinfo=UTC)
+    for bad in ("9999-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "soon"):
+        with pytest.raises(ValidationError):
+            SENT_AT.validate_python(bad)
