@@ -1,7 +1,8 @@
 """Send one email: SMTP through aiosmtplib, or a ``.eml`` file in the dev outbox.
 
 SMTP answers are turned into a :class:`SendResult`: 4xx and connection trouble are
-temporary (retried), 5xx permanent.
+temporary (retried); 5xx, and a server without what the settings require (STARTTLS, AUTH),
+permanent.
 """
 
 from __future__ import annotations
@@ -55,17 +56,22 @@ class EmailSender:
                 port=s.smtp_port,
                 username=s.smtp_username,
                 password=s.smtp_password,
-                start_tls=s.smtp_starttls,
+                start_tls=False if s.smtp_port == 465 else s.smtp_starttls,
                 use_tls=s.smtp_port == 465,
                 timeout=s.smtp_timeout_seconds,
+                cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             worst = max((r.code for r in exc.recipients), default=550)
             return classify_smtp_code(worst, str(exc))
         except aiosmtplib.SMTPResponseException as exc:
             return classify_smtp_code(exc.code, exc.message)
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:  # aiosmtplib's connect/timeout/disconnect too
             return SendResult.temporary(f"SMTP connection: {type(exc).__name__}: {exc}")
+        except aiosmtplib.SMTPException as exc:
+            # Neither an answer code nor the network: the server lacks what the settings ask
+            # (STARTTLS not offered, AUTH not supported, SMTPUTF8...). Retrying cannot help.
+            return SendResult.permanent(f"SMTP configuration: {type(exc).__name__}: {exc}")
         if errors:
             code = max(r.code for r in errors.values())
             return classify_smtp_code(code, "; ".join(r.message for r in errors.values()))

@@ -31,6 +31,9 @@ class NotifySettings(BaseServiceSettings):
         default=None, alias="SMTP_STARTTLS", description="None = upgrade when offered"
     )
     smtp_timeout_seconds: float = Field(default=30.0, alias="SMTP_TIMEOUT", gt=0)
+    smtp_ca_file: Path | None = Field(
+        default=None, alias="SMTP_CA_FILE", description="CA bundle for the SMTP server's cert"
+    )
     email_from: str = Field(default="success@uptake.local", alias="EMAIL_FROM")
     unsubscribe_mailto: str | None = Field(default=None, alias="NOTIFY_UNSUBSCRIBE_MAILTO")
 
@@ -70,6 +73,17 @@ class NotifySettings(BaseServiceSettings):
         if urlsplit(value).scheme not in {"http", "https"}:
             raise ValueError("SLACK_API_BASE must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _smtp_is_consistent(self) -> NotifySettings:
+        if self.smtp_port == 465 and self.smtp_starttls:
+            raise ValueError(
+                "SMTP_PORT=465 is implicit TLS (SMTPS): SMTP_STARTTLS=true cannot apply; "
+                "unset SMTP_STARTTLS, or use port 587 for STARTTLS"
+            )
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD go together: set both or neither")
+        return self
 
     @model_validator(mode="after")
     def _webhook_is_slack(self) -> NotifySettings:

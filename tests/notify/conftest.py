@@ -37,6 +37,8 @@ class Received:
     rcpt: list[str]
     message: EmailMessage
     at: float
+    tls: bool = False  # the session had been upgraded (STARTTLS) when DATA came
+    login: str | None = None  # who authenticated (SMTP AUTH), if anyone
 
 
 @dataclass
@@ -53,7 +55,16 @@ class Inbox:
                 return self.replies.pop(0)
             msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
             assert isinstance(msg, EmailMessage)
-            self.messages.append(Received(list(envelope.rcpt_tos), msg, time.monotonic()))
+            login = getattr(session, "auth_data", None)
+            self.messages.append(
+                Received(
+                    list(envelope.rcpt_tos),
+                    msg,
+                    time.monotonic(),
+                    tls=session.ssl is not None,
+                    login=login.login.decode() if login is not None else None,
+                )
+            )
         return "250 OK"
 
     def to(self, address: str) -> list[Received]:
