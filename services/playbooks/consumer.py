@@ -51,8 +51,23 @@ DELIVERY_RANK = {
 EXIT_NAMES_TTL = 5.0
 
 
+# What accounts.v1 may say, cut to the columns it lands in (models.py): a message with a
+# 500-char plan must not fail its batch on PostgreSQL (and end in the dead-letter topic).
+ACCOUNT_TEXT_MAX = {"name": 300, "plan": 100, "stage": 100, "segment": 100}
+CONTACT_TEXT_MAX = {"name": 300, "role": 100}
+EMAIL_MAX = 320
+ID_MAX = 255
+
+
 def _lower(email: str | None) -> str | None:
-    return email.strip().lower() if email else None
+    """An owner's email, lower-cased; one too long to be an email is no owner at all
+    (cutting it would name somebody else)."""
+    value = email.strip().lower() if email else None
+    return value if value and len(value) <= EMAIL_MAX else None
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) else value
 
 
 class PlaybooksConsumer:
@@ -185,6 +200,9 @@ async def on_alert(starter: GroupStarter, env: Envelope, alert: AlertChanged) ->
         return
     if alert.status not in STARTING_STATUSES:
         return  # snoozed, or deferred to the digest by the CSM's alert budget
+    if len(alert.alert_id) > ID_MAX:
+        log.warning("playbooks.alert_ignored", reason="alert_id too long", id=alert.alert_id[:80])
+        return
     owner = _lower(alert.owner)
     starter.ensure_csm(owner)
     trigger = TriggerFacts(
@@ -225,14 +243,15 @@ async def on_account(starter: GroupStarter, env: Envelope, msg: AccountUpserted)
         starter.session.add(account)
         starter.accounts[env.account_id] = account
     for name in ACCOUNT_FIELDS:
-        value = getattr(msg, name)
+        value = _clip(getattr(msg, name), ACCOUNT_TEXT_MAX.get(name, 0))
         if value is not None:
             setattr(account, name, value)
     account.updated_at = starter.now
     if msg.owner is not None:
         await change_owner(starter, env, _lower(msg.owner))
-    if msg.stage is not None and msg.stage != previous_stage:
-        await enter_stage(starter, env, msg.stage)
+    stage = _clip(msg.stage, ACCOUNT_TEXT_MAX["stage"])
+    if stage is not None and stage != previous_stage:
+        await enter_stage(starter, env, stage)
 
 
 async def enter_stage(starter: GroupStarter, env: Envelope, stage: str) -> None:
@@ -297,14 +316,23 @@ async def change_owner(
 
 
 def on_contact(starter: GroupStarter, env: Envelope, msg: ContactUpserted) -> None:
+    """Keep the contact; a user id too long to key it is dropped, an email too long to be
+    one is left out, the name and role are cut to their columns."""
     now = starter.now
+    if len(msg.user_id) > ID_MAX:
+        log.warning("playbooks.contact_ignored", reason="user_id too long", id=msg.user_id[:80])
+        return
+    values = {
+        "email": msg.email if msg.email and len(msg.email) <= EMAIL_MAX else None,
+        "name": _clip(msg.name, CONTACT_TEXT_MAX["name"]),
+        "role": _clip(msg.role, CONTACT_TEXT_MAX["role"]),
+    }
     contact = starter.contacts.get((env.account_id, msg.user_id))
     if contact is None:
         contact = Contact(account_id=env.account_id, user_id=msg.user_id, updated_at=now)
         starter.contacts[(env.account_id, msg.user_id)] = contact
         starter.session.add(contact)
-    for name in ("email", "name", "role"):
-        value = getattr(msg, name)
+    for name, value in values.items():
         if value is not None:
             setattr(contact, name, value)
     contact.updated_at = now

@@ -42,9 +42,15 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+CSM_NAME_MAX = 200  # csms.name
+
+
 def csm_name_from_email(email: str) -> str:
+    """ "ann.lee@x" -> "Ann Lee", cut to fit the column (a local part may be 300 chars)."""
     local = email.split("@", 1)[0]
-    return " ".join(p.capitalize() for p in local.replace("_", ".").replace("-", ".").split("."))
+    words = local.replace("_", ".").replace("-", ".").split(".")
+    name = " ".join(p.capitalize() for p in words if p)
+    return (name or email)[:CSM_NAME_MAX]
 
 
 def facts_of(account: Account | None, account_id: str, owner_hint: str | None) -> AccountFacts:
@@ -251,9 +257,9 @@ class GroupStarter:
         assignee: str | None,
     ) -> tuple[str | None, str]:
         needed = sum(1 for p in plans if p.needs_person and p.step.assignee is None)
-        if assignee:
-            self.ensure_csm(assignee)
-            self.team.members[assignee].load += needed
+        if assignee:  # a person's explicit choice (the route checked the CSM is active)
+            if assignee in self.team.members:
+                self.team.members[assignee].load += needed
             return assignee, "manual"
         rule = template.assignee
         chosen = assign(

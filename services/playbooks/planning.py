@@ -12,6 +12,8 @@ from typing import Any
 
 from services.playbooks.templates import Condition, PlaybookTemplate, Step
 
+DETAIL_MAX = 1000  # tasks.detail
+
 
 @dataclass(frozen=True, slots=True)
 class AccountFacts:
@@ -96,7 +98,7 @@ def plan_steps(
         failed = [c for c in step.conditions if not condition_holds(c, account, trigger)]
         if failed:
             c = failed[0]
-            detail = f"condition not met: {c.field} {c.op} {c.value!r}"
+            detail = f"condition not met: {c.field} {c.op} {c.value!r}"[:DETAIL_MAX]
             plans.append(StepPlan(step, position, "skipped", due_at, detail))
         else:
             plans.append(StepPlan(step, position, "open", due_at))

@@ -169,8 +169,9 @@ async def list_tasks(
         query = query.where(Task.status == f.status)
     if f.due_before:
         query = query.where(Task.due_at < f.due_before)
-    if f.overdue is True:
-        query = query.where(repository.overdue_clause(now))
+    if f.overdue is not None:
+        overdue = repository.overdue_clause(now)
+        query = query.where(overdue if f.overdue else ~overdue)
     if f.account_id:
         query = query.where(Task.account_id == f.account_id)
     if f.task_group_id:

@@ -7,8 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -17,10 +17,28 @@ from pydantic import (
 )
 
 from services.playbooks.templates import PlaybookTemplate
+from shared.http import IsoDatetime
 
 TaskStatus = Literal["open", "done", "skipped", "cancelled"]
 GroupStatus = Literal["open", "completed", "exited", "cancelled"]
 T = TypeVar("T")
+
+
+def _with_offset(value: Any) -> Any:
+    """A date-time in a body must say its UTC offset (a naive one is ambiguous)."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value  # IsoDatetime says what is wrong with it
+        if parsed.tzinfo is None:
+            raise ValueError("must have a UTC offset (2030-01-31T09:00:00+00:00)")
+    return value
+
+
+# An ISO 8601 date-time with its offset, years 1900-2999 (shared.http; near year 1 the
+# conversion to UTC overflowed into a 500). Before-validators run last-listed first.
+AwareIsoDatetime = Annotated[IsoDatetime, BeforeValidator(_with_offset)]
 EmailStr = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
@@ -163,7 +181,7 @@ class CommentIn(BaseModel):
 class TaskPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    due_at: AwareDatetime | None = Field(default=None, description="with a UTC offset")
+    due_at: AwareIsoDatetime | None = Field(default=None, description="with a UTC offset")
     title: str | None = Field(default=None, min_length=1, max_length=300)
     description: str | None = Field(default=None, max_length=5000)
 

@@ -6,11 +6,19 @@ Pure: no I/O. A template is validated whole on save, and every problem names its
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 Phase = Literal["onboarding", "adoption", "expansion", "renewal", "risk"]
 StepType = Literal["task", "email", "slack"]
@@ -21,6 +29,19 @@ ConditionOp = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte"]
 
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 _SLUG = re.compile(SLUG)
+NUMERIC_FIELDS = frozenset({"mrr", "severity"})
+ORDER_OPS = frozenset({"gt", "gte", "lt", "lte"})
+LIST_OPS = frozenset({"in", "not_in"})
+
+# Every string that ends up in a column is bounded by that column (models.py), so a
+# template that saves is one whose groups can be stored on PostgreSQL too.
+RuleName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+RuleId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+StageName = Annotated[str, StringConstraints(min_length=1, max_length=100)]  # accounts.stage
+EventName = Annotated[str, StringConstraints(min_length=1, max_length=200)]  # exit events
+RoleName = Annotated[str, StringConstraints(min_length=1, max_length=100)]  # contacts.role
+MAX_VALUE_TEXT = 100  # stage, plan, segment and rule_type are 100-char columns or less
+MAX_VALUE_ITEMS = 100
 
 
 class Strict(BaseModel):
@@ -33,11 +54,11 @@ class Trigger(Strict):
     ``stages``, or its owner changing; ``manual``: only by hand (any playbook can be)."""
 
     kind: Literal["alert", "lifecycle", "manual"]
-    rule_types: list[str] = Field(default_factory=list, max_length=50)
-    rule_ids: list[str] = Field(default_factory=list, max_length=200)
+    rule_types: list[RuleName] = Field(default_factory=list, max_length=50)
+    rule_ids: list[RuleId] = Field(default_factory=list, max_length=200)
     min_severity: int = Field(default=1, ge=1, le=5)
     event: LifecycleEvent | None = None
-    stages: list[str] = Field(default_factory=list, max_length=20)
+    stages: list[StageName] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _complete(self) -> Trigger:
@@ -55,7 +76,7 @@ class Assignee(Strict):
     active owner), ``round_robin`` / ``least_loaded`` within ``team``, or ``unassigned``."""
 
     rule: AssigneeRuleName = "owner"
-    team: str | None = Field(default=None, max_length=100)
+    team: str | None = Field(default=None, min_length=1, max_length=100)
     fallback: Literal["round_robin", "least_loaded", "unassigned"] = "least_loaded"
 
 
@@ -64,8 +85,8 @@ class Recipients(Strict):
     ``roles``), the owner CSM, or a fixed Slack ``channel``."""
 
     kind: Literal["contacts", "owner", "channel"] = "contacts"
-    roles: list[str] = Field(default_factory=list, max_length=20)
-    channel: str | None = Field(default=None, max_length=200)
+    roles: list[RoleName] = Field(default_factory=list, max_length=20)
+    channel: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _channel(self) -> Recipients:
@@ -80,7 +101,11 @@ class Condition(Strict):
 
     field: ConditionField
     op: ConditionOp = "eq"
-    value: Any = None
+    value: Any = Field(
+        default=None,
+        description="a number for mrr/severity, a string otherwise; a list of them for "
+        "in/not_in; checked on save (see condition_problems)",
+    )
     when_missing: bool = False
 
 
@@ -96,7 +121,7 @@ class Step(Strict):
         description="due (task) or send (email, slack) this many days after the start",
     )
     assignee: Assignee | None = None
-    template_id: str | None = Field(default=None, max_length=200)
+    template_id: str | None = Field(default=None, min_length=1, max_length=200)
     to: Recipients | None = None
     from_owner: bool = Field(default=False, description="send as the CSM (from_name)")
     conditions: list[Condition] = Field(default_factory=list, max_length=20)
@@ -120,8 +145,8 @@ class ExitCondition(Strict):
     named product event seen on the account, or the account leaving/entering a stage."""
 
     kind: Literal["alert_resolved", "event_seen", "stage_changed"]
-    events: list[str] = Field(default_factory=list, max_length=50)
-    stages: list[str] = Field(default_factory=list, max_length=20)
+    events: list[EventName] = Field(default_factory=list, max_length=50)
+    stages: list[StageName] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _complete(self) -> ExitCondition:
@@ -168,9 +193,100 @@ class TemplateError(ValueError):
         self.problems = problems
 
 
+Loc = list[str | int]
+
+
+def _fits_field(value: Any, numeric: bool) -> bool:
+    if numeric:
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    return isinstance(value, str) and len(value) <= MAX_VALUE_TEXT
+
+
+def condition_problems(condition: Condition, loc: Loc) -> list[Problem]:
+    """The value must be one the field can equal or be compared with, or the condition
+    would never match (``mrr gte "lots"``): numbers for mrr/severity, strings of at most
+    100 characters otherwise, a list of them for in/not_in; gt/gte/lt/lte only on numbers."""
+    numeric = condition.field in NUMERIC_FIELDS
+    what = "a number" if numeric else f"a string of at most {MAX_VALUE_TEXT} characters"
+    value = condition.value
+    if condition.op in ORDER_OPS and not numeric:
+        msg = f"{condition.op} compares numbers; {condition.field} is text (use eq, ne, in)"
+        return [Problem(loc=[*loc, "op"], msg=msg)]
+    if condition.op in LIST_OPS:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_VALUE_ITEMS:
+            msg = f"{condition.op} needs a list of 1 to {MAX_VALUE_ITEMS} values, each {what}"
+            return [Problem(loc=[*loc, "value"], msg=msg)]
+        return [
+            Problem(loc=[*loc, "value", i], msg=f"{condition.field} values are {what}")
+            for i, item in enumerate(value)
+            if not _fits_field(item, numeric)
+        ]
+    if not _fits_field(value, numeric):
+        return [
+            Problem(loc=[*loc, "value"], msg=f"{condition.op} on {condition.field} needs {what}")
+        ]
+    return []
+
+
+def _not_for(kind: str, loc: Loc, name: str) -> Problem:
+    return Problem(loc=[*loc, name], msg=f"a {kind} trigger takes no {name}")
+
+
+def trigger_problems(trigger: Trigger, loc: Loc) -> list[Problem]:
+    """Fields the trigger's kind ignores are refused, so nobody relies on them."""
+    problems: list[Problem] = []
+    given = {
+        "rule_types": bool(trigger.rule_types),
+        "rule_ids": bool(trigger.rule_ids),
+        "min_severity": trigger.min_severity != 1,
+        "event": trigger.event is not None,
+        "stages": bool(trigger.stages),
+    }
+    allowed = {
+        "alert": {"rule_types", "rule_ids", "min_severity"},
+        "lifecycle": {"event", "stages"} if trigger.event != "owner_changed" else {"event"},
+        "manual": set(),
+    }[trigger.kind]
+    for name, present in given.items():
+        if present and name not in allowed:
+            kind = trigger.event if name == "stages" and trigger.kind == "lifecycle" else None
+            problems.append(_not_for(kind or trigger.kind, loc, name))
+    return problems
+
+
+def exit_problems(template: PlaybookTemplate) -> list[Problem]:
+    problems: list[Problem] = []
+    by_alert = any(t.kind == "alert" for t in template.triggers)
+    for i, cond in enumerate(template.exit):
+        if cond.kind == "alert_resolved" and not by_alert:
+            msg = "no alert starts this playbook (it has no alert trigger)"
+            problems.append(Problem(loc=["exit", i, "kind"], msg=msg))
+        for name in ("events", "stages"):
+            wanted = {"events": "event_seen", "stages": "stage_changed"}[name]
+            if getattr(cond, name) and cond.kind != wanted:
+                msg = f"only a {wanted} exit takes {name}"
+                problems.append(Problem(loc=["exit", i, name], msg=msg))
+    return problems
+
+
+def _rule_problems(template: PlaybookTemplate) -> list[Problem]:
+    """Triggers, conditions and exits that would save fine but never do what they say."""
+    problems: list[Problem] = []
+    for i, trigger in enumerate(template.triggers):
+        problems += trigger_problems(trigger, ["triggers", i])
+    for i, condition in enumerate(template.conditions):
+        problems += condition_problems(condition, ["conditions", i])
+    for i, step in enumerate(template.steps):
+        for j, condition in enumerate(step.conditions):
+            problems += condition_problems(condition, ["steps", i, "conditions", j])
+    return problems + exit_problems(template)
+
+
 def _semantic_problems(template: PlaybookTemplate) -> list[Problem]:
     """What a field validator cannot see: duplicates and step fields that go together."""
-    problems: list[Problem] = []
+    problems: list[Problem] = _rule_problems(template)
     seen: set[str] = set()
     for i, step in enumerate(template.steps):
         if step.key in seen:
@@ -213,9 +329,25 @@ def parse_template(data: Any) -> PlaybookTemplate:
     return template
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without anchors' aliases: ``*a`` repeated in a few lines expands to
+    billions of nodes (an alias bomb in a step's context or a condition's value)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed", mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """Decode a YAML document (raises ``yaml.YAMLError``), refusing aliases."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+
+
 def parse_yaml(text: str | bytes) -> PlaybookTemplate:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise TemplateError([Problem(loc=[], msg=f"not valid YAML: {exc}", type="yaml")]) from exc
     return parse_template(data)

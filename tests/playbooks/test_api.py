@@ -3,13 +3,20 @@ starting a group by hand, working its tasks to completion, stats."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from sqlalchemy import select
 
-from tests.playbooks.conftest import Playbooks, new_account, new_csm
+from services.playbooks.models import Task
+from shared.broker import EmbeddedBroker
+from shared.db import create_engine, create_sessionmaker
+from tests.playbooks.conftest import Playbooks, new_account, new_csm, running
 from tests.support import auth
 
 PLAYBOOK_YAML = """
@@ -117,7 +124,7 @@ async def test_manual_group_tasks_to_completion_and_stats(playbooks: Playbooks) 
     assert r.json()["status"] == "skipped"
 
     r = await c.post(f"/v1/tasks/{tasks['propose']['id']}/reassign", json={"assignee": "no@x.io"})
-    assert r.status_code == 404
+    assert _locs(r) == [["body", "assignee"]]
     r = await c.post(f"/v1/tasks/{tasks['propose']['id']}/reassign", json={"assignee": v})
     assert r.json()["assignee"] == v
     propose = f"/v1/tasks/{tasks['propose']['id']}"
@@ -157,3 +164,163 @@ async def test_manual_group_tasks_to_completion_and_stats(playbooks: Playbooks) 
     assert (per_csm[v]["done_this_week"], per_csm[v]["overdue"]) == (1, 0)
     expansion = next(p for p in stats["playbooks"] if p["playbook_id"] == "expansion")
     assert expansion["completed"] >= 1 and expansion["median_days_to_complete"] is not None
+
+
+async def _csm(c: httpx.AsyncClient, email: str, **fields: Any) -> None:
+    r = await c.post("/v1/csms", json={"email": email, "name": email[:3], **fields})
+    assert r.status_code == 201, r.text
+
+
+async def _start(c: httpx.AsyncClient, account: str, **fields: Any) -> dict[str, Any]:
+    r = await c.post(
+        "/v1/task-groups", json={"account_id": account, "playbook_id": "expansion", **fields}
+    )
+    assert r.status_code == 201, r.text
+    group: dict[str, Any] = r.json()["task_group"]
+    return group
+
+
+async def test_explicit_assignees_must_be_active_csms(playbooks: Playbooks) -> None:
+    c = playbooks.client
+    active, gone, account = new_csm("act"), new_csm("gone"), new_account()
+    await _csm(c, active, capacity=0)  # an explicit choice overrides capacity
+    await _csm(c, gone)
+    assert (await c.delete(f"/v1/csms/{gone}")).status_code == 204
+
+    for assignee in ("nobody@cs.test", gone):
+        r = await c.post(
+            "/v1/task-groups",
+            json={"account_id": account, "playbook_id": "expansion", "assignee": assignee},
+        )
+        assert _locs(r) == [["body", "assignee"]]
+    assert (await playbooks.get("/v1/task-groups", account_id=account))["total"] == 0
+    assert (await c.get("/v1/csms/nobody@cs.test")).status_code == 404  # not auto-added
+
+    group = await _start(c, account, assignee=active)
+    assert group["assignee"] == active and group["assignment_rule"] == "manual"
+    qualify = next(t for t in group["tasks"] if t["step_key"] == "qualify")
+    r = await c.post(f"/v1/tasks/{qualify['id']}/reassign", json={"assignee": gone})
+    assert _locs(r) == [["body", "assignee"]]
+    assert (await playbooks.get(f"/v1/tasks/{qualify['id']}"))["assignee"] == active
+    r = await c.post(f"/v1/tasks/{qualify['id']}/reassign", json={"assignee": None})
+    assert r.status_code == 200 and r.json()["assignee"] is None
+
+
+async def test_out_of_range_due_dates_are_a_422(playbooks: Playbooks) -> None:
+    c = playbooks.client
+    group = await _start(c, new_account())
+    task = f"/v1/tasks/{group['tasks'][1]['id']}"
+    for due_at in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "soon", 0):
+        assert _locs(await c.patch(task, json={"due_at": due_at})) == [["body", "due_at"]]
+    r = await c.patch(task, json={"due_at": "2030-01-31T09:00:00+02:00"})
+    assert r.status_code == 200
+    stored = (await playbooks.get(task))["due_at"]
+    assert datetime.fromisoformat(stored) == datetime(2030, 1, 31, 7, tzinfo=UTC)
+
+
+async def test_skip_never_overwrites_a_step_the_scheduler_just_sent(playbooks: Playbooks) -> None:
+    group = await _start(playbooks.client, new_account())
+    slack = next(t for t in group["tasks"] if t["step_key"] == "owner-slack")
+    engine = create_engine(playbooks.database_url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            # What a scheduler pass does: lock the due row, mark it sent, commit after the ack.
+            row = await session.scalar(select(Task).where(Task.id == slack["id"]).with_for_update())
+            assert row is not None
+            row.status, row.sent_at = "done", playbooks.clock.now
+            await session.flush()
+            skip = asyncio.create_task(playbooks.client.post(f"/v1/tasks/{slack['id']}/skip"))
+            await asyncio.sleep(0.5)
+            assert not skip.done()  # the skip waits for the row
+        r = await skip
+    finally:
+        await engine.dispose()
+    assert r.status_code == 409 and r.json()["detail"] == "task is done"
+    step = await playbooks.get(f"/v1/tasks/{slack['id']}")
+    assert (step["status"], step["sent_at"] is not None) == ("done", True)
+
+
+async def test_filters_cancel_csm_changes_and_stats_on_a_real_case(playbooks: Playbooks) -> None:
+    c = playbooks.client
+    u, v = new_csm("uma"), new_csm("vic")
+    await _csm(c, u)
+    await _csm(c, v)
+    done_acct, cancel_acct, open_acct, vic_acct = (new_account() for _ in range(4))
+    finished = await _start(c, done_acct, assignee=u)
+    cancelled = await _start(c, cancel_acct, assignee=u)
+    still_open = await _start(c, open_acct, assignee=u)
+    vics = await _start(c, vic_acct, assignee=v)
+    started_at = datetime.fromisoformat(still_open["started_at"])
+
+    playbooks.clock.advance(days=4)  # qualify (day 3) is late, propose (day 10) is not
+    for t in finished["tasks"]:
+        verb = "skip" if t["automated"] else "complete"
+        assert (await c.post(f"/v1/tasks/{t['id']}/{verb}")).status_code == 200
+    r = await c.post(f"/v1/task-groups/{cancelled['id']}/cancel")
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert {t["status"] for t in r.json()["tasks"]} == {"cancelled"}
+    assert r.json()["closed_reason"] == "cancelled by hand"
+    assert (await c.post(f"/v1/task-groups/{cancelled['id']}/cancel")).status_code == 409
+    assert (await c.post("/v1/task-groups/nope/cancel")).status_code == 404
+
+    def ids(page: dict[str, Any]) -> set[str]:
+        return {item["id"] for item in page["items"]}
+
+    groups = "/v1/task-groups"
+    assert ids(await playbooks.get(groups, status="open")) == {still_open["id"], vics["id"]}
+    assert ids(await playbooks.get(groups, status="completed")) == {finished["id"]}
+    assert ids(await playbooks.get(groups, status="cancelled")) == {cancelled["id"]}
+    assert ids(await playbooks.get(groups, assignee=v)) == {vics["id"]}
+    assert ids(await playbooks.get(groups, assignee=u.upper(), status="open")) == {still_open["id"]}
+    assert (await playbooks.get(groups, assignee="unassigned"))["total"] == 0
+
+    mine = {"task_group_id": still_open["id"]}
+    late = await playbooks.get("/v1/tasks", overdue="true", **mine)
+    on_time = await playbooks.get("/v1/tasks", overdue="false", **mine)
+    # The Slack step is late too: no scheduler ran (automated steps are no CSM's load).
+    assert [t["step_key"] for t in late["items"]] == ["owner-slack", "qualify"]
+    assert [t["step_key"] for t in on_time["items"]] == ["propose"]
+    assert all(not t["overdue"] for t in on_time["items"])
+    before = (started_at + timedelta(days=5)).isoformat()
+    soon = await playbooks.get("/v1/tasks", due_before=before, **mine)
+    assert [t["step_key"] for t in soon["items"]] == ["owner-slack", "qualify"]
+
+    stats = await playbooks.get("/v1/stats")
+    [expansion] = [p for p in stats["playbooks"] if p["playbook_id"] == "expansion"]
+    assert (expansion["started"], expansion["open"], expansion["completed"]) == (4, 2, 1)
+    assert (expansion["exited"], expansion["completion_rate"]) == (1, 0.25)
+    assert expansion["median_days_to_complete"] == 4.0
+    per_csm = {s["email"]: s for s in stats["csms"]}
+    assert (per_csm[u]["open"], per_csm[u]["overdue"], per_csm[u]["done_this_week"]) == (2, 1, 2)
+    assert (per_csm[v]["open"], per_csm[v]["overdue"]) == (2, 1)
+
+    # The team: change, deactivate (kept, no new work), unknown ones.
+    r = await c.patch(f"/v1/csms/{v}", json={"name": "Vic V", "capacity": 3, "slack_id": "U9"})
+    assert r.status_code == 200
+    assert (r.json()["name"], r.json()["capacity"], r.json()["slack_id"]) == ("Vic V", 3, "U9")
+    r = await c.patch(f"/v1/csms/{v}", json={"slack_id": None, "team": "emea"})
+    assert (r.json()["slack_id"], r.json()["team"], r.json()["name"]) == (None, "emea", "Vic V")
+    assert _locs(await c.patch(f"/v1/csms/{v}", json={"capacity": -1})) == [["body", "capacity"]]
+    assert (await c.patch("/v1/csms/x@cs.test", json={"name": "X"})).status_code == 404
+    assert (await c.delete(f"/v1/csms/{v}")).status_code == 204
+    assert (await playbooks.get(f"/v1/csms/{v}"))["active"] is False
+    inactive = await playbooks.get("/v1/csms", active="false")
+    assert [x["email"] for x in inactive] == [v]
+    assert (await c.delete("/v1/csms/x@cs.test")).status_code == 404
+
+
+async def test_deleted_builtin_stays_deleted_after_a_restart(
+    playbooks: Playbooks, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    assert (await playbooks.client.delete("/v1/playbooks/expansion")).status_code == 204
+    renamed = (await playbooks.get("/v1/playbooks/renewal-preparation")) | {"name": "Renewal!"}
+    for key in ("builtin", "version", "created_at", "updated_at"):
+        del renamed[key]
+    r = await playbooks.client.put("/v1/playbooks/renewal-preparation", json=renamed)
+    assert r.status_code == 200, r.text
+    async with running(broker, playbooks.database_url, tmp_path / "second") as second:
+        ids = {p["id"] for p in await second.get("/v1/playbooks")}
+        assert len(ids) == 8 and "expansion" not in ids
+        assert (await second.client.get("/v1/playbooks/expansion")).status_code == 404
+        kept = await second.get("/v1/playbooks/renewal-preparation")
+        assert (kept["name"], kept["version"]) == ("Renewal!", 2)

@@ -258,3 +258,126 @@ def test_recipients_and_context() -> None:
     assert build_request(slack, account, [], csm, default_slack_channel=None) is None
     req = build_request(slack, account, [], csm, default_slack_channel="#cs")
     assert req is not None and req.to[0].slack_channel == "#cs" and req.from_name is None
+
+
+def _cond(**c: Any) -> dict[str, Any]:
+    return _base(conditions=[c])
+
+
+@pytest.mark.parametrize(
+    ("data", "loc"),
+    [
+        # Every string that lands in a column fits it (PostgreSQL refused longer ones: a 500).
+        (_base(exit=[{"kind": "event_seen", "events": ["e" * 201]}]), ["exit", 0, "events", 0]),
+        (_base(exit=[{"kind": "stage_changed", "stages": ["s" * 101]}]), ["exit", 0, "stages", 0]),
+        (_base(trigger={"kind": "alert", "rule_types": [""]}), ["triggers", 0, "rule_types", 0]),
+        (
+            _base(trigger={"kind": "lifecycle", "event": "stage_entered", "stages": ["x" * 101]}),
+            ["triggers", 0, "stages", 0],
+        ),
+        (
+            _base(
+                steps=[
+                    {
+                        "key": "e",
+                        "type": "email",
+                        "title": "E",
+                        "template_id": "t",
+                        "to": {"kind": "contacts", "roles": ["r" * 101]},
+                    }
+                ]
+            ),
+            ["steps", 0, "to", "roles", 0],
+        ),
+        # A condition's value must fit its field and op, or it would never match.
+        (_cond(field="mrr", op="gte", value="lots"), ["conditions", 0, "value"]),
+        (_cond(field="mrr", op="eq", value=True), ["conditions", 0, "value"]),
+        (_cond(field="severity", op="in", value=3), ["conditions", 0, "value"]),
+        (_cond(field="severity", op="in", value=[3, "high"]), ["conditions", 0, "value", 1]),
+        (_cond(field="stage", op="gt", value="b"), ["conditions", 0, "op"]),
+        (_cond(field="plan", op="eq", value=5), ["conditions", 0, "value"]),
+        (_cond(field="plan", op="eq"), ["conditions", 0, "value"]),
+        (_cond(field="plan", op="not_in", value=[]), ["conditions", 0, "value"]),
+        (_cond(field="plan", op="eq", value="p" * 101), ["conditions", 0, "value"]),
+        (
+            _base(
+                steps=[{"key": "a", "title": "A", "conditions": [{"field": "mrr", "value": "x"}]}]
+            ),
+            ["steps", 0, "conditions", 0, "value"],
+        ),
+        # Trigger fields the trigger's kind would ignore.
+        (
+            _base(trigger={"kind": "alert", "rule_types": ["x"], "event": "owner_changed"}),
+            ["triggers", 0, "event"],
+        ),
+        (
+            _base(trigger={"kind": "alert", "rule_types": ["x"], "stages": ["onboarding"]}),
+            ["triggers", 0, "stages"],
+        ),
+        (
+            _base(trigger={"kind": "lifecycle", "event": "owner_changed", "rule_types": ["x"]}),
+            ["triggers", 0, "rule_types"],
+        ),
+        (
+            _base(trigger={"kind": "lifecycle", "event": "owner_changed", "stages": ["active"]}),
+            ["triggers", 0, "stages"],
+        ),
+        (_base(trigger={"kind": "manual", "min_severity": 3}), ["triggers", 0, "min_severity"]),
+        # An alert_resolved exit on a playbook no alert starts could never happen.
+        (
+            _base(trigger={"kind": "manual"}, exit=[{"kind": "alert_resolved"}]),
+            ["exit", 0, "kind"],
+        ),
+        (_base(exit=[{"kind": "alert_resolved", "events": ["x"]}]), ["exit", 0, "events"]),
+    ],
+)
+def test_templates_that_would_never_work_are_refused(data: dict[str, Any], loc: list[Any]) -> None:
+    with pytest.raises(TemplateError) as err:
+        parse_template(data)
+    assert loc in [p.loc for p in err.value.problems], err.value.problems
+
+
+def test_sound_conditions_and_limits_are_accepted() -> None:
+    data = _base(
+        conditions=[
+            {"field": "mrr", "op": "gte", "value": 1000},
+            {"field": "severity", "op": "in", "value": [3, 4.5]},
+            {"field": "plan", "op": "not_in", "value": ["free", "p" * 100]},
+            {"field": "stage", "op": "ne", "value": "churned"},
+        ],
+        exit=[
+            {"kind": "alert_resolved"},
+            {"kind": "event_seen", "events": ["e" * 200]},
+        ],
+    )
+    template = parse_template(data)
+    # What the API hands back (every field, defaults included) saves again as it is.
+    assert parse_template(template.model_dump(mode="json")) == template
+
+
+def test_skipped_step_detail_fits_its_column() -> None:
+    values = [f"{i:03d}" + "v" * 97 for i in range(100)]  # repr ~ 10 KB
+    template = parse_template(
+        _base(
+            steps=[
+                {
+                    "key": "a",
+                    "title": "A",
+                    "conditions": [{"field": "plan", "op": "in", "value": values}],
+                }
+            ]
+        )
+    )
+    now = datetime.now(UTC)
+    facts, trigger = AccountFacts("a", plan="pro"), TriggerFacts("manual")
+    [plan] = plan_steps(template, facts, trigger, started_at=now)
+    assert plan.status == "skipped" and plan.detail is not None
+    assert plan.detail.startswith("condition not met: plan in ") and len(plan.detail) == 1000
+
+
+def test_yaml_aliases_are_refused() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    with pytest.raises(TemplateError) as err:
+        parse_yaml(bomb + "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n")
+    [problem] = err.value.problems
+    assert problem.loc == [] and "aliases" in problem.msg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -52,3 +52,16 @@ def not_found(what: str, key: str) -> HTTPException:
 
 def conflict(detail: str) -> HTTPException:
     return HTTPException(409, detail=detail)
+
+
+class _CsmLike(Protocol):
+    active: bool
+
+
+def check_assignee(csm: _CsmLike | None) -> None:
+    """An explicit assignee (manual start, reassign) must be an active CSM of the team:
+    422 naming ``assignee`` otherwise. Capacity is not checked: a person chose them."""
+    if csm is None:
+        raise field_error(["body", "assignee"], "no CSM with this email (POST /v1/csms first)")
+    if not csm.active:
+        raise field_error(["body", "assignee"], "this CSM is inactive")

@@ -28,6 +28,7 @@ from services.playbooks.templates import (
     PlaybookTemplate,
     Problem,
     TemplateError,
+    load_yaml,
     parse_template,
     to_yaml,
 )
@@ -102,7 +103,7 @@ async def _read_template(request: Request) -> PlaybookTemplate | JSONBytes:
         return JSONBytes({"detail": "playbook body over 512 KB"}, status_code=413)
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
     try:
-        data = yaml.safe_load(raw) if ctype in YAML_TYPES else orjson.loads(raw or b"null")
+        data = load_yaml(raw) if ctype in YAML_TYPES else orjson.loads(raw or b"null")
     except (yaml.YAMLError, orjson.JSONDecodeError) as exc:
         kind = "yaml" if ctype in YAML_TYPES else "json"
         return _unprocessable([{"loc": ["body"], "msg": f"invalid {kind}: {exc}", "type": kind}])

@@ -19,6 +19,7 @@ from services.playbooks.routes.deps import (
     Read,
     SessionDep,
     Write,
+    check_assignee,
     conflict,
     not_found,
     strict_request,
@@ -87,6 +88,8 @@ async def start_task_group(
         now=now,
         defaults=request.app.state.team_defaults,
     )
+    if body.assignee is not None:
+        check_assignee(starter.team.members.get(body.assignee))
     started = starter.start(
         account_id=body.account_id,
         template=repository.template_of(row),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from sqlalchemy import update
 
 from services.playbooks import queries, repository
 from services.playbooks.models import Csm, Task, TaskComment, TaskGroup
@@ -16,6 +17,7 @@ from services.playbooks.routes.deps import (
     Read,
     SessionDep,
     Write,
+    check_assignee,
     conflict,
     not_found,
     strict_request,
@@ -93,9 +95,21 @@ async def _finish(
     group = await session.get(TaskGroup, task.task_group_id)
     if group is not None and group.status != "open":
         raise conflict(f"its task group is {group.status}")
-    task.status, task.completed_at = status, now
+    values: dict[str, object] = {"status": status, "completed_at": now}
     if body and body.note:
-        task.detail = body.note[:1000]
+        values["detail"] = body.note[:1000]
+    # Conditional: a scheduler pass holding the row (FOR UPDATE) may send it meanwhile;
+    # its "done" must not be overwritten by a read taken before it committed.
+    result = await session.execute(
+        update(Task)
+        .where(Task.id == task.id, Task.status == "open")
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.refresh(task)
+    if not getattr(result, "rowcount", 0):
+        raise conflict(f"task is {task.status}")
+    if body and body.note:
         session.add(
             TaskComment(
                 task_id=task.id,
@@ -133,8 +147,8 @@ async def reassign_task(
     task = await _task(session, task_id)
     if task.status != "open":
         raise conflict(f"task is {task.status}")
-    if body.assignee is not None and await session.get(Csm, body.assignee) is None:
-        raise not_found("CSM", body.assignee)
+    if body.assignee is not None:
+        check_assignee(await session.get(Csm, body.assignee))
     task.assignee = body.assignee
     return queries.task_out(task, now)
 
