@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -167,6 +169,28 @@ def test_every_builtin_renders_with_an_empty_context() -> None:
         else:
             slack = render_slack(spec, build_context({}))
             assert slack.text and slack.blocks
+
+
+def test_every_template_the_playbook_library_names_is_built_in_for_its_channel() -> None:
+    """Read playbooks' library as data (no import of playbooks code): each automated step's
+    ``template_id`` must be one of notify's built-ins, on the step's channel."""
+    library = Path(__file__).resolve().parents[2] / "services" / "playbooks" / "library"
+    files = sorted(library.glob("*.yaml"))
+    assert len(files) >= 5
+    builtins = builtin_templates()
+    named: list[tuple[str, str, str]] = []
+    for path in files:
+        playbook = yaml.safe_load(path.read_text())
+        for step in playbook.get("steps") or []:
+            if step.get("template_id"):
+                named.append((path.name, step["template_id"], step.get("type", "")))
+    assert len(named) >= 10
+    wrong = [
+        (file, template_id, channel)
+        for file, template_id, channel in named
+        if template_id not in builtins or builtins[template_id].channel != channel
+    ]
+    assert wrong == []
 
 
 def test_slack_values_are_escaped_but_markup_kept() -> None:
