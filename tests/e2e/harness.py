@@ -96,6 +96,8 @@ E2E_ENV = {
     "HEALTH_DEBOUNCE_SECONDS": "0.3",
     "PLAYBOOKS_SCHEDULER_INTERVAL": "0.5",
     "NOTIFY_POLL_INTERVAL": "0.3",
+    # as in production: https links, so emails carry RFC 8058 one-click (https only)
+    "PUBLIC_BASE_URL": "https://notify.uptake.test",
 }
 
 

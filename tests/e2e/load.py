@@ -1,14 +1,19 @@
-"""A steady background load: today's usage for a set of accounts, at a fixed event rate."""
+"""Load for the e2e tests and benchmarks: a steady background of today's usage at a fixed
+event rate, ingest's capacity flat out, and the mixed soak built from both."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
+from tests.e2e.flows import collapse_history, make_csm, post_calls
+from tests.e2e.harness import Running
 from tests.support import auth
 
 
@@ -77,3 +82,125 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def capacity(ingest: str, *, seconds: float = 5.0, concurrency: int = 8) -> float:
+    """Events/s ingest accepts flat out (100-event batches from ``concurrency`` clients):
+    the soak runs at a share of this, measured on the machine at hand."""
+    accepted = 0
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
+
+        async def poster(worker: int) -> None:
+            nonlocal accepted
+            for n in itertools.count():
+                if time.monotonic() >= deadline:
+                    return
+                events = [
+                    {
+                        "type": "track",
+                        "userId": f"cap-user-{i % 50}",
+                        "event": "Capacity Probe",
+                        "groupId": f"cap-acct-{(n + i) % 20}",
+                        "messageId": f"cap-{worker}-{n}-{i}",
+                    }
+                    for i in range(100)
+                ]
+                if (await client.post("/v1/batch", json={"batch": events})).status_code == 200:
+                    accepted += len(events)
+
+        started = time.monotonic()
+        await asyncio.gather(*(poster(w) for w in range(concurrency)))
+    return accepted / (time.monotonic() - started)
+
+
+@dataclass
+class SoakResult:
+    rate: float
+    load: LoadStats
+    reads: int = 0
+    read_errors: int = 0
+    flows_started: list[str] = field(default_factory=list)
+    rss: list[dict[str, int]] = field(default_factory=list)  # one sample per mark
+
+    def growth(self) -> dict[str, int]:
+        """Memory added per service from the first sample to the last."""
+        first, last = self.rss[0], self.rss[-1]
+        return {name: last[name] - first[name] for name in first}
+
+
+READ_PATHS = [
+    ("health", "/v1/accounts"),
+    ("health", "/v1/alerts"),
+    ("playbooks", "/v1/task-groups"),
+    ("playbooks", "/v1/stats"),
+    ("notify", "/v1/deliveries"),
+]
+
+
+async def soak(
+    running: Running,
+    *,
+    seconds: float,
+    rate: float,
+    flow_every: float = 10.0,
+    mark_every: float = 30.0,
+    on_mark: Callable[[float, dict[str, int]], None] | None = None,
+) -> SoakResult:
+    """Mixed load for ``seconds``: steady usage at ``rate`` events/s, REST reads of every
+    service each second, and every ``flow_every`` s an account whose usage collapses (an
+    alert, a task group, an email and a Slack message each). Samples each service's
+    memory every ``mark_every`` s (and at both ends)."""
+    procs = running.system.processes
+    result = SoakResult(rate=rate, load=LoadStats())
+
+    def sample() -> dict[str, int]:
+        return {name: rss_bytes(p.pid) for name, p in procs.items()}
+
+    async def readers(client: httpx.AsyncClient, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            for service, path in READ_PATHS:
+                r = await client.get(f"{running.url(service)}{path}")
+                result.reads += 1
+                result.read_errors += r.status_code != 200
+            await asyncio.sleep(1)
+
+    async def flows(deadline: float) -> None:
+        while time.monotonic() + flow_every < deadline:
+            account = f"soak-flow-{uuid.uuid4().hex[:8]}"
+            owner = f"owner@{account}.test"
+            await make_csm(running.url("playbooks"), owner, f"U-{account}")
+            history = collapse_history(account, owner=owner, contact=f"casey@{account}.test")
+            await post_calls(running.url("ingest"), history)
+            result.flows_started.append(account)
+            await asyncio.sleep(flow_every)
+
+    async def marks(deadline: float) -> None:
+        started = time.monotonic()
+        next_mark = started + mark_every
+        while next_mark < deadline:
+            await asyncio.sleep(max(0.0, next_mark - time.monotonic()))
+            result.rss.append(sample())
+            if on_mark is not None:
+                on_mark(time.monotonic() - started, result.rss[-1])
+            next_mark += mark_every
+
+    result.rss.append(sample())
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(headers=auth("read"), timeout=30) as client:
+        result.load, *_ = await asyncio.gather(
+            steady_load(running.url("ingest"), accounts=200, rate=rate, seconds=seconds),
+            readers(client, deadline),
+            flows(deadline),
+            marks(deadline),
+        )
+    result.rss.append(sample())
+    return result
+
+
+def flows_delivered(running: Running, accounts: list[str]) -> list[str]:
+    """The collapsed accounts whose check-in email and owner Slack message both arrived."""
+    slack_channels = {m.get("channel") for m in running.slack.messages}
+    return [
+        a for a in accounts if running.smtp.to(f"casey@{a}.test") and f"U-{a}" in slack_channels
+    ]

@@ -48,9 +48,16 @@ async def _kill_mid_stream(running: Running, name: str, accounts: list[str]) -> 
 
 
 async def _one_of_each(
-    running: Running, account: str, contact: str, slack_id: str, expected_events: int
-) -> None:
-    health, playbooks = running.url("health"), running.url("playbooks")
+    running: Running,
+    account: str,
+    contact: str,
+    slack_id: str,
+    expected_events: int,
+    *,
+    resent_allowed: bool = False,
+) -> frozenset[str]:
+    """The account's whole flow happened exactly once; returns the rules that alerted."""
+    health, playbooks, notify = (running.url(n) for n in ("health", "playbooks", "notify"))
     await eventually(
         lambda: events_counted(health, account), timeout=120, what=f"{account} rolled up"
     )
@@ -60,20 +67,33 @@ async def _one_of_each(
         timeout=120,
         what=f"{account}'s Slack message",
     )
+
+    async def deliveries_settled() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = (
+            await get_json(f"{notify}/v1/deliveries", account_id=account)
+        )["items"]
+        return items if items and all(d["status"] == "sent" for d in items) else []
+
+    deliveries = await eventually(deliveries_settled, timeout=60, what=f"{account} all sent")
     assert await events_counted(health, account) == expected_events
     alerts = (await get_json(f"{health}/v1/alerts", account_id=account))["items"]
     rules = [a["rule_id"] for a in alerts]
     assert rules and len(rules) == len(set(rules)), rules  # one alert per (account, rule)
     groups = (await get_json(f"{playbooks}/v1/task-groups", account_id=account))["items"]
     assert [g["playbook_id"] for g in groups] == ["adoption-risk"], (alerts, groups)
-    deliveries = (await get_json(f"{running.url('notify')}/v1/deliveries", account_id=account))[
-        "items"
-    ]
     why = (alerts, groups, deliveries)
-    # An email sent just before a SIGKILL, not yet marked sent, goes again after the lease
-    # with the same Message-ID: SMTP has no idempotency, mailboxes dedupe on Message-ID.
-    assert len({m["Message-ID"] for m in running.smtp.to(contact)}) == 1, why
+    # adoption-risk's two day-0 steps: the owner's Slack message and the check-in email
+    assert sorted(d["channel"] for d in deliveries) == ["email", "slack"], why
+    assert len({d["idempotency_key"] for d in deliveries}) == 2, why
+    emails = running.smtp.to(contact)
+    # An email sent just before a SIGKILL of notify, not yet marked sent, goes again after
+    # the lease with the same Message-ID (SMTP has no idempotency; mailboxes dedupe on
+    # it). Anything else arrives exactly once.
+    assert len({m["Message-ID"] for m in emails}) == 1, why
+    if not resent_allowed:
+        assert len(emails) == 1, why
     assert len([m for m in running.slack.messages if m.get("channel") == slack_id]) == 1, why
+    return frozenset(rules)
 
 
 @pytest.mark.timeout(600)
@@ -97,9 +117,21 @@ async def test_sigkill_each_consumer_mid_stream_loses_and_doubles_nothing(
             _kill_mid_stream(running, victim, accounts),
         )
         assert running.system.processes[victim].pid != pids_before
+        alerted = set()
         for account, history in histories.items():
             tracked = sum(1 for c in history if c["type"] == "track")
-            await _one_of_each(running, account, f"casey@{account}.test", f"U-{account}", tracked)
+            alerted.add(
+                await _one_of_each(
+                    running,
+                    account,
+                    f"casey@{account}.test",
+                    f"U-{account}",
+                    tracked,
+                    resent_allowed=victim == "notify",
+                )
+            )
+        # the same history gives the same alerts, whether or not the kill hit its account
+        assert len(alerted) == 1, (victim, alerted)
 
 
 @pytest.mark.timeout(300)
@@ -161,6 +193,15 @@ async def test_broker_stall_under_load(running: Running) -> None:
     )
     await asyncio.sleep(2)
     assert await events_counted(running.url("health"), account) == sent  # once, not twice
+    # every consumer works on after the stall, unrestarted: a collapse goes all the way
+    # through to an alert, a task group, an email and a Slack message
+    after = f"after-stall-{uuid.uuid4().hex[:6]}"
+    owner, contact = f"owner@{after}.test", f"casey@{after}.test"
+    await make_csm(running.url("playbooks"), owner, f"U-{after}")
+    history = collapse_history(after, owner=owner, contact=contact)
+    await post_calls(running.url("ingest"), history)
+    tracked = sum(1 for c in history if c["type"] == "track")
+    await _one_of_each(running, after, contact, f"U-{after}", tracked)
     assert {n: p.pid for n, p in running.system.processes.items()} == pids
     assert all(p.poll() is None for p in running.system.processes.values())
 
