@@ -23,6 +23,7 @@ class LoadStats:
     requests: int = 0
     errors: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 async def steady_load(
@@ -33,9 +34,12 @@ async def steady_load(
     seconds: float,
     batch: int = 50,
     prefix: str = "load",
+    stop: asyncio.Event | None = None,
 ) -> LoadStats:
-    """Post ``rate`` events/s (in batches of ``batch``) for ``seconds``; count what came back."""
+    """Post ``rate`` events/s (in batches of ``batch``) for ``seconds`` or until ``stop`` is
+    set; count what came back (``stats.seconds``: how long it ran)."""
     stats = LoadStats()
+    began = time.monotonic()
     counter = itertools.count()
     interval = batch / rate
     deadline = time.monotonic() + seconds
@@ -64,7 +68,7 @@ async def steady_load(
 
         tasks: set[asyncio.Task[None]] = set()
         next_at = time.monotonic()
-        while next_at < deadline:
+        while next_at < deadline and not (stop is not None and stop.is_set()):
             task = asyncio.create_task(one())
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -72,6 +76,7 @@ async def steady_load(
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         if tasks:
             await asyncio.gather(*tasks)
+    stats.seconds = time.monotonic() - began
     return stats
 
 
