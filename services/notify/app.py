@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
 from fastapi import FastAPI
 
 from services.notify.consumer import RequestConsumer
@@ -13,6 +14,8 @@ from services.notify.worker import Clock, DeliveryWorker, utcnow
 from shared import topics
 from shared.kafka import ConsumerRunner
 from shared.service import Component, ServiceRuntime, create_service_app
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = """Email and Slack delivery for Uptake. Consumes `notify.requests.v1`, sends each
 request once (idempotency key), retries with backoff, honours a per-contact frequency cap
@@ -25,6 +28,14 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utcnow)
     settings = settings or NotifySettings()
 
     async def on_start(runtime: ServiceRuntime) -> Sequence[Component]:
+        if settings.environment != "development" and not settings.links_are_https:
+            log.warning(
+                "notify.public_base_url_not_https",
+                public_base_url=settings.public_base_url,
+                consequence="unsubscribe and tracking links are plain http; emails carry no "
+                "List-Unsubscribe-Post (RFC 8058 one-click needs https): set PUBLIC_BASE_URL "
+                "to the https address notify is reached at",
+            )
         worker = DeliveryWorker(
             sessions=runtime.sessions,
             publisher=runtime.publisher,

@@ -47,7 +47,8 @@ def compose_email(rendered: RenderedEmail, headers: EmailHeaders) -> EmailMessag
     unsubscribe = [f"<{u}>" for u in (headers.unsubscribe_url, headers.unsubscribe_mailto) if u]
     if unsubscribe:
         msg["List-Unsubscribe"] = ", ".join(unsubscribe)
-        if headers.unsubscribe_url:
+        if headers.unsubscribe_url and headers.unsubscribe_url.startswith("https://"):
+            # RFC 8058 one-click is for https links only (section 3.1)
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     if headers.delivery_id:
         msg["X-Uptake-Delivery"] = headers.delivery_id

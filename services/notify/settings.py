@@ -94,6 +94,11 @@ class NotifySettings(BaseServiceSettings):
         return self
 
     @property
+    def links_are_https(self) -> bool:
+        """RFC 8058 one-click unsubscribe needs an https link."""
+        return urlsplit(self.public_base_url).scheme == "https"
+
+    @property
     def sender_address(self) -> str:
         return parseaddr(self.email_from)[1]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import re
 import time
@@ -140,6 +142,9 @@ async def test_dev_outbox_without_smtp_or_slack(broker: EmbeddedBroker, tmp_path
     emls = list(outbox.glob("*.eml"))
     slacks = list(outbox.glob("*.slack.json"))
     assert len(emls) == 1 and len(slacks) == 1
-    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in emls[0].read_bytes()
+    eml = emls[0].read_bytes()
+    parsed = email.message_from_bytes(eml, policy=email.policy.default)
+    assert parsed["List-Unsubscribe"].startswith("<http://127.0.0.1:8004/v1/unsubscribe?token=")
+    assert b"List-Unsubscribe-Post" not in eml  # RFC 8058 one-click is for https links only
     assert json.loads(slacks[0].read_text())["channel"] == "#cs-alerts"
     assert sorted(r["status"] for r in rows["items"]) == ["sent", "sent"]

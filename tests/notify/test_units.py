@@ -313,6 +313,20 @@ def test_compose_email_headers_and_parts() -> None:
     )
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    plain_http = compose_email(
+        rendered,
+        EmailHeaders(
+            from_address="cs@acme.test",
+            from_name=None,
+            to_address="ada@x.test",
+            to_name=None,
+            message_id="<d2@acme.test>",
+            date=T0,
+            unsubscribe_url="http://n/v1/unsubscribe?token=t",
+        ),
+    )
+    assert plain_http["List-Unsubscribe"] == "<http://n/v1/unsubscribe?token=t>"
+    assert plain_http["List-Unsubscribe-Post"] is None  # RFC 8058: https links only
 
 
 # settings --------------------------------------------------------------------------------
