@@ -141,7 +141,7 @@ class NotifyRequested(Message):
 
 
 DeliveryStatus = Literal[
-    "sent", "failed", "deferred", "suppressed", "opened", "clicked", "unsubscribed"
+    "sent", "failed", "deferred", "retrying", "suppressed", "opened", "clicked", "unsubscribed"
 ]
 
 

@@ -288,16 +288,22 @@ class DeliveryWorker:
             return await self._fail(d, result.detail, attempts=attempts)
         now = self.clock()
         log.info("notify.retry", delivery=d.id, attempts=attempts, delay=round(delay, 2))
+        retry_at = now + timedelta(seconds=delay)
+        detail = f"{result.detail[:1000]}; next try at {retry_at.isoformat()}"
+        event = self._event(d, "retrying", attempts, detail)
         async with self._writing() as session:
             await repository.set_delivery(
                 session,
                 d.id,
                 status="retrying",
                 attempts=attempts,
-                next_attempt_at=now + timedelta(seconds=delay),
+                next_attempt_at=retry_at,
                 lease_until=None,
                 last_error=result.detail[:2000],
                 updated_at=now,
+            )
+            await repository.add_outbox(
+                session, [repository.outbox_row(topics.NOTIFY_DELIVERIES, event, now=now)]
             )
 
     def _event(

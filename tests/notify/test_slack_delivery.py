@@ -82,7 +82,7 @@ async def test_429_then_500_then_200_sends_once_after_the_right_waits(
             broker.bootstrap_servers,
             topics.NOTIFY_DELIVERIES,
             match=lambda e: e.account_id == account,
-            count=1,
+            count=3,
             settle=1.0,
         )
         async with httpx.AsyncClient(base_url=base, headers=auth("read")) as client:
@@ -97,7 +97,9 @@ async def test_429_then_500_then_200_sends_once_after_the_right_waits(
     # is 0.3 * 2 +-25 %; above, a margin for the poll interval and a busy machine.
     assert 1.0 <= t2 - t1 <= 1.1 + 1.0
     assert 0.3 * 2 * 0.75 <= t3 - t2 <= 0.3 * 2 * 1.25 + 1.0
-    [event] = [e.payload(DeliveryChanged) for e in events]
+    *retries, event = [e.payload(DeliveryChanged) for e in events]
+    assert [(r.status, r.attempts) for r in retries] == [("retrying", 1), ("retrying", 2)]
+    assert "HTTP 429" in (retries[0].detail or "") and "HTTP 500" in (retries[1].detail or "")
     assert (event.status, event.attempts, event.channel, event.recipient) == (
         "sent",
         3,

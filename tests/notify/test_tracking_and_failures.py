@@ -97,13 +97,21 @@ async def test_smtp_4xx_is_retried_5xx_and_the_last_try_dead_lettered(
     smtp.inbox.replies = ["550 5.1.1 no such user"]
     bad = request(to=[Recipient(email=bob)])
     await publish(broker, account, bad)
-    await events_of(broker, account, 2)
+    await events_of(broker, account, 3)
     smtp.inbox.replies = ["421 4.7.0 busy"] * 3  # every try of the next one
     busy = request(to=[Recipient(email=cid)])
     await publish(broker, account, busy)
-    events = await events_of(broker, account, 3)
-    assert [(e.status, e.attempts) for e in events] == [("sent", 2), ("failed", 1), ("failed", 3)]
-    assert "550" in (events[1].detail or "") and "421" in (events[2].detail or "")
+    events = await events_of(broker, account, 6)
+    assert [(e.recipient, e.status, e.attempts) for e in events] == [
+        (ada, "retrying", 1),
+        (ada, "sent", 2),
+        (bob, "failed", 1),
+        (cid, "retrying", 1),
+        (cid, "retrying", 2),
+        (cid, "failed", 3),
+    ]
+    assert "451" in (events[0].detail or "") and "next try at" in (events[0].detail or "")
+    assert "550" in (events[2].detail or "") and "421" in (events[5].detail or "")
     dead = await read_topic(
         broker.bootstrap_servers,
         topics.dlq(topics.NOTIFY_REQUESTS),
