@@ -93,10 +93,9 @@ class HealthConsumer:
         if not facts:
             return None
         inc = aggregate(facts, config.metrics)
-        await repo.touch_accounts(session, inc.days, now)
-        new_users = await repo.add_users(session, inc.users)  # only new users count
-        await repo.add_rollups(session, {**inc.added, **new_users})  # disjoint metric keys
-        await repo.set_last_rollups(session, inc.last)
+        await repo.store_usage(session, inc.days, inc.users, inc.added, now)
+        if inc.last:
+            await repo.set_last_rollups(session, inc.last)
         return max(last for _, last in inc.days.values())
 
     async def _store_registry(

@@ -61,6 +61,75 @@ PG_USERS = text(
 )
 
 
+# PostgreSQL, one round trip for a batch's usage: register/widen the accounts, add the
+# new active users, and add every increment (the new users counted per key) to rollups.
+# The user keys and the other increments belong to different metrics, so no rollup row
+# is hit twice by the final upsert.
+PG_USAGE = text(
+    "WITH touched AS ("
+    " INSERT INTO accounts (account_id, first_seen, last_active, dirty_at, traits,"
+    " created_at, updated_at)"
+    " SELECT t.a, t.f, t.l, CAST(:now AS timestamptz), CAST('{}' AS json),"
+    " CAST(:now AS timestamptz), CAST(:now AS timestamptz)"
+    " FROM unnest(CAST(:ta AS varchar[]), CAST(:tf AS date[]), CAST(:tl AS date[]))"
+    " AS t(a, f, l)"
+    " ON CONFLICT (account_id) DO UPDATE SET"
+    " first_seen = LEAST(accounts.first_seen, excluded.first_seen),"
+    " last_active = GREATEST(accounts.last_active, excluded.last_active),"
+    " dirty_at = excluded.dirty_at"
+    " RETURNING 1),"
+    " users AS ("
+    " INSERT INTO rollup_users (account_id, metric, day, user_key)"
+    " SELECT * FROM unnest(CAST(:ua AS varchar[]), CAST(:um AS varchar[]),"
+    " CAST(:ud AS date[]), CAST(:uu AS varchar[]))"
+    " ON CONFLICT DO NOTHING RETURNING account_id, metric, day),"
+    " increments AS ("
+    " SELECT account_id, metric, day, CAST(count(*) AS float8) AS value FROM users"
+    " GROUP BY account_id, metric, day"
+    " UNION ALL SELECT * FROM unnest(CAST(:a AS varchar[]), CAST(:m AS varchar[]),"
+    " CAST(:d AS date[]), CAST(:v AS float8[])))"
+    " INSERT INTO rollups (account_id, metric, day, value)"
+    " SELECT account_id, metric, day, value FROM increments"
+    " ON CONFLICT (account_id, metric, day) DO UPDATE SET value = LEAST(GREATEST("
+    "rollups.value + excluded.value, -CAST(:cap AS float8)), CAST(:cap AS float8))"
+)
+
+
+async def store_usage(
+    session: AsyncSession,
+    days: dict[str, tuple[date, date]],
+    users: set[tuple[str, str, date, str]],
+    added: dict[Key, float],
+    now: datetime,
+) -> None:
+    """Accounts touched, new active users and rollup increments of a batch (PostgreSQL:
+    one statement; SQLite: one per table)."""
+    if not _is_pg(session):
+        await touch_accounts(session, days, now)
+        new_users = await add_users(session, users)  # only new users count
+        await add_rollups(session, {**added, **new_users})  # disjoint metric keys
+        return
+    accounts = sorted(days.items())  # one lock order for concurrent batches
+    found = list(users)
+    keys = list(added)
+    params = {
+        "now": now,
+        "ta": [a for a, _ in accounts],
+        "tf": [first for _, (first, _) in accounts],
+        "tl": [last for _, (_, last) in accounts],
+        "ua": [u[0] for u in found],
+        "um": [u[1] for u in found],
+        "ud": [u[2] for u in found],
+        "uu": [u[3] for u in found],
+        "a": [k[0] for k in keys],
+        "m": [k[1] for k in keys],
+        "d": [k[2] for k in keys],
+        "v": [added[k] for k in keys],
+        "cap": MAX_VALUE,
+    }
+    await session.execute(PG_USAGE, params)
+
+
 def _clamped(value: Any) -> Any:
     """SQLite's two-argument min/max: ``value`` within +-MAX_VALUE."""
     return func.min(func.max(value, -MAX_VALUE), MAX_VALUE)

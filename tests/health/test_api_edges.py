@@ -280,3 +280,26 @@ async def test_filters_by_stage_and_severity_and_sort_by_change(api: Running, se
     high = await alerts_of(api, drop, severity=top)
     assert high and {a["severity"] for a in high} == {top}
     assert len(high) < len(everything)
+
+
+async def test_onboarding_stalled_counts_from_the_stage_change(api: Running, send: Send) -> None:
+    account = new_account()
+    await send(
+        [account_upsert(account, day_at(60), stage="onboarding"), *daily_usage(account, QUIET)]
+    )
+    [stalled] = await until(lambda: alerts_of(api, account, rule_id="onboarding-stalled"))
+    assert stalled["details"]["days_in_stage"] >= 14  # the first stage: held since first seen
+    async with client(api) as c:  # no cool-down: only the stage's age can keep it shut
+        rule = (await c.get("/v1/alert-rules/onboarding-stalled")).json()
+        keep = ("type", "name", "enabled", "severity", "params")
+        body = {**{k: rule[k] for k in keep}, "cooldown_days": 0}
+        assert (await c.put("/v1/alert-rules/onboarding-stalled", json=body)).status_code == 200
+    async with client(api, "write") as c:
+        r = await c.put(f"/v1/accounts/{account}", json={"stage": "adoption"})
+        assert r.json()["stage_changed_at"] is not None
+        r = await c.put(f"/v1/accounts/{account}", json={"stage": "onboarding"})  # back again
+        assert r.status_code == 200
+        assert (await c.post("/v1/recompute")).status_code == 200
+    [after] = await alerts_of(api, account, rule_id="onboarding-stalled")  # none re-opened
+    assert after["id"] == stalled["id"] and after["status"] == "resolved"
+    assert after["resolved_by"] == "auto"  # 0 days in the stage: not stalled (yet)
