@@ -55,8 +55,17 @@ def create_app(
             if loaded:
                 log.info("playbooks.library_loaded", playbooks=loaded)
         components: list[Component] = []
+        scheduler = StepScheduler(
+            runtime.sessions, runtime.publisher, config=scheduler_config(settings), clock=now
+        )
+        app.state.scheduler = scheduler
         if settings.consumer_enabled:
-            handler = PlaybooksConsumer(runtime.sessions, defaults=defaults, clock=now)
+            # Stored groups wake the scheduler only when it runs here: a test (or a tool)
+            # driving run_once itself never races a background pass.
+            wake = scheduler.wake if settings.scheduler_enabled else None
+            handler = PlaybooksConsumer(
+                runtime.sessions, defaults=defaults, clock=now, on_stored=wake
+            )
             app.state.consumer = handler
             components.append(
                 ConsumerRunner(
@@ -67,10 +76,6 @@ def create_app(
                     publisher=runtime.publisher,
                 )
             )
-        scheduler = StepScheduler(
-            runtime.sessions, runtime.publisher, config=scheduler_config(settings), clock=now
-        )
-        app.state.scheduler = scheduler
         if settings.scheduler_enabled:
             components.append(scheduler)
         return components

@@ -79,10 +79,12 @@ class PlaybooksConsumer:
         *,
         defaults: TeamDefaults,
         clock: Callable[[], datetime],
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.sessions = sessions
         self.defaults = defaults
         self.clock = clock
+        self.on_stored = on_stored  # wakes the scheduler: day-0 steps go out at once
         self._exit_names: set[str] = set()
         self._exit_names_at = 0.0
 
@@ -113,6 +115,8 @@ class PlaybooksConsumer:
             # Another replica started the same group (it consumes another topic of this
             # account): retry the batch, which now finds that group and absorbs into it.
             raise TransientError(f"concurrent group start: {exc.orig!r}") from exc
+        if self.on_stored is not None:
+            self.on_stored()
 
     async def _store(self, relevant: list[Record], milestones: set[tuple[str, str]]) -> None:
         now = self.clock()
@@ -135,6 +139,12 @@ class PlaybooksConsumer:
             for record in relevant:
                 await self._dispatch(starter, record)
             await starter.finish()
+            reachable = {
+                r.envelope.account_id
+                for r in relevant
+                if r.envelope.type == "contact.upserted" and r.envelope.data.get("email")
+            }
+            await repository.release_waiting_steps(session, reachable, now=now)
             if milestones:
                 await self._apply_milestones(session, milestones, now)
         self._exit_names |= starter.new_exit_events

@@ -302,6 +302,32 @@ async def groups_exited_by_stage(session: AsyncSession, account_id: str, stage: 
 
 # Due steps -----------------------------------------------------------------------------
 
+WAITING_FOR_RECIPIENT = "waiting for a recipient"
+
+
+async def release_waiting_steps(
+    session: AsyncSession, account_ids: Iterable[str], *, now: datetime
+) -> int:
+    """Email steps postponed for want of a contact are due again once the account has a
+    contact with an email: the welcome email follows its first ``identify`` at once
+    instead of at the next retry ten minutes later."""
+    ids = list(set(account_ids))
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(Task)
+        .where(
+            Task.account_id.in_(ids),
+            Task.status == "open",
+            Task.type == "email",
+            Task.detail == WAITING_FOR_RECIPIENT,
+            Task.send_after > now,
+        )
+        .values(send_after=now, detail=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
 
 def due_steps_query(now: datetime, limit: int, *, skip_locked: bool) -> Select[Task, TaskGroup]:
     query = (

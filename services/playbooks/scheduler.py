@@ -75,6 +75,12 @@ class StepScheduler:
         self.sent_total = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New groups (or recipients) were stored: look for due steps now rather than at
+        the next tick, so a day-0 email goes out within a second of its trigger."""
+        self._wake.set()
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -82,6 +88,7 @@ class StepScheduler:
 
     async def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=30)
@@ -96,7 +103,8 @@ class StepScheduler:
             except Exception as exc:
                 log.warning("playbooks.scheduler_pass_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.config.interval_seconds)
+                await asyncio.wait_for(self._wake.wait(), self.config.interval_seconds)
+            self._wake.clear()  # a wake during the pass above made this wait return at once
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One pass: send the steps due at ``now``; returns how many were taken."""
@@ -169,4 +177,4 @@ class StepScheduler:
             task.detail = "no recipient: no contact with an email, or no Slack channel"
         else:
             task.send_after = now + self.config.no_recipient_retry
-            task.detail = "waiting for a recipient"
+            task.detail = repository.WAITING_FOR_RECIPIENT

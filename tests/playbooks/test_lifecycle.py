@@ -4,12 +4,17 @@ plays, tech-touch emails that stop at the milestone, owner handoff, delivery out
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
 
 from shared import topics
+from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope
 from shared.messages import DeliveryChanged, NotifyRequested, OwnerChanged, UsageEvent
-from tests.playbooks.conftest import Playbooks, new_account, new_csm, until
+from tests.playbooks.conftest import Playbooks, new_account, new_csm, running, until
 from tests.support import read_topic
 
 
@@ -179,3 +184,90 @@ async def test_running_scheduler_sends_risk_checkins_at_once(live_playbooks: Pla
         request = by_template[template]
         assert [t.email for t in request.to] == ["lou@quiet.test"]
         assert request.from_name == "Eve"
+
+
+async def test_tech_touch_days_7_and_14_are_sent_on_their_day_unless_the_milestone_came(
+    playbooks: Playbooks,
+) -> None:
+    through, stopped = new_account(), new_account()
+    for account in (through, stopped):
+        await playbooks.account(account, name="Tiny Co", stage="onboarding")
+        await playbooks.contact(account, "u1", email=f"u1@{account}.test")
+        await playbooks.wait_contacts(account, 1)
+        await playbooks.wait_groups(account, 1)
+    start = playbooks.clock.now
+
+    async def pass_on(day: float) -> list[str]:
+        await playbooks.scheduler.run_once(start + timedelta(days=day))
+        return [r.template_id for r in await _requests(playbooks, through, 1, settle=0.5)]
+
+    assert await pass_on(6.9) == ["welcome", "tech-touch-day-3"]  # day 7 not yet due
+    assert await pass_on(7) == ["welcome", "tech-touch-day-3", "tech-touch-day-7"]
+    milestone = UsageEvent(
+        message_id=uuid.uuid4().hex, event="Onboarding Completed", timestamp=datetime.now(UTC)
+    )
+    await playbooks.publish(topics.USAGE_EVENTS, "usage.track", stopped, milestone)
+    await until(lambda: playbooks.groups(stopped), lambda g: g[0]["status"] == "exited")
+    assert await pass_on(14) == [
+        "welcome",
+        "tech-touch-day-3",
+        "tech-touch-day-7",
+        "tech-touch-day-14",
+    ]
+    [done] = await playbooks.groups(through)
+    assert (done["status"], done["closed_reason"]) == ("completed", "all steps finished")
+    sent = [r.template_id for r in await _requests(playbooks, stopped, 3, settle=0.5)]
+    assert sent == ["welcome", "tech-touch-day-3", "tech-touch-day-7"]  # no day 14
+
+
+@pytest.fixture
+async def waking_playbooks(
+    broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path
+) -> AsyncIterator[Playbooks]:
+    """The scheduler running with a tick far longer than any wait below: what is sent in
+    time was sent because stored groups (or contacts) woke it."""
+    async with running(
+        broker,
+        await database_url("playbooks"),
+        tmp_path,
+        PLAYBOOKS_SCHEDULER_ENABLED=True,
+        PLAYBOOKS_SCHEDULER_INTERVAL=120,
+    ) as service:
+        yield service
+
+
+async def test_stored_groups_wake_the_scheduler_and_contacts_release_waiting_emails(
+    waking_playbooks: Playbooks,
+) -> None:
+    service = waking_playbooks
+    risky, fresh = new_account(), new_account()
+    await service.account(risky, name="Risky Co", stage="active")
+    await service.contact(risky, "u1", email="rae@risky.test")
+    await service.wait_contacts(risky, 1)
+    await service.alert(risky, rule_type="score_drop")
+    [checkin] = await read_topic(
+        service.bootstrap,
+        topics.NOTIFY_REQUESTS,
+        match=lambda e: e.account_id == risky,
+        count=1,
+        timeout=5,
+    )
+    assert checkin.data["template_id"] == "adoption-checkin"
+
+    # No contact yet: the welcome waits for a recipient...
+    await service.account(fresh, name="Fresh Co", stage="onboarding")
+    [group] = await service.wait_groups(fresh, 1)
+    waiting = await until(
+        lambda: service.get("/v1/tasks", task_group_id=group["id"], type="email"),
+        lambda p: any(t["detail"] == "waiting for a recipient" for t in p["items"]),
+    )
+    assert waiting["items"][0]["step_key"] == "day-0"
+    # ...and goes as soon as the account has one, not ten minutes later.
+    await service.contact(fresh, "u1", email="fay@fresh.test")
+    [welcome] = await _requests(service, fresh, 1, settle=0.5)
+    assert welcome.template_id == "welcome" and welcome.to[0].email == "fay@fresh.test"
+    sent = await until(
+        lambda: service.get("/v1/tasks", task_group_id=group["id"], type="email"),
+        lambda p: p["items"][0]["status"] == "done",
+    )
+    assert sent["items"][0]["detail"] is None

@@ -21,6 +21,9 @@ def playbooks_schema(
         broker.bootstrap_servers,
         tmp_path_factory.mktemp("playbooks-fuzz"),
         PLAYBOOKS_CONSUMER_GROUP="playbooks-fuzz",
+        # Its consumer replays the shared broker's history; with the scheduler (woken by
+        # every stored batch) it would publish notify requests for other tests' accounts.
+        PLAYBOOKS_SCHEDULER_ENABLED="false",
     ) as schema:
         yield schema
 
