@@ -93,3 +93,35 @@ async def test_snoozed_or_deferred_alerts_start_nothing(playbooks: Playbooks) ->
     await playbooks.alert(account, rule_type="expansion")  # marker
     groups = await playbooks.wait_groups(account, 1)
     assert [g["playbook_id"] for g in groups] == ["expansion"]
+
+
+async def test_exit_waits_until_every_absorbed_alert_is_resolved(playbooks: Playbooks) -> None:
+    account = new_account()
+    first = await playbooks.alert(account, rule_type="inactivity", rule_id="r-1")
+    second = await playbooks.alert(account, rule_type="inactivity", rule_id="r-2")  # absorbed
+    await playbooks.alert(account, rule_type="expansion")  # marker
+    groups = await playbooks.wait_groups(account, 2)
+    [group] = [g for g in groups if g["playbook_id"] == "inactivity-reengagement"]
+    assert group["triggers"] == 2
+
+    async def resolve(alert_id: str, marker: int) -> dict[str, object]:
+        await playbooks.alert(
+            account,
+            type="alert.resolved",
+            alert_id=alert_id,
+            rule_type="inactivity",
+            status="resolved",
+        )
+        await playbooks.alert(account, rule_type="score_drop", rule_id=f"m-{marker}")
+        # The marker (same account, same partition, later) was consumed: so was the resolve.
+        await until(
+            lambda: playbooks.groups(account, playbook_id="adoption-risk"),
+            lambda g: len(g) == 1 and g[0]["triggers"] == marker,
+        )
+        detail: dict[str, object] = await playbooks.get(f"/v1/task-groups/{group['id']}")
+        return detail
+
+    still = await resolve(first, 1)
+    assert still["status"] == "open" and still["steps_open"] == 2  # one alert still open
+    done = await resolve(second, 2)
+    assert (done["status"], done["closed_reason"]) == ("exited", "alert resolved")
