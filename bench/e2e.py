@@ -56,7 +56,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run() -> None:
-    async with standalone_system() as running:
+    async with standalone_system(fast_loops=False) as running:  # every timer at its default
         done_probing = asyncio.Event()
         load = asyncio.create_task(  # until the last probe is in, however long that takes
             steady_load(

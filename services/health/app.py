@@ -53,6 +53,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             debounce=settings.debounce_seconds,
             max_delay=settings.debounce_max_seconds,
             interval=settings.recompute_interval_seconds,
+            live_interval=settings.live_interval_seconds,
         )
         consumer = HealthConsumer(
             runtime.sessions, metrics=store.metrics, on_stored=scheduler.nudge, today=settings.today

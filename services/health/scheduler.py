@@ -18,12 +18,21 @@ from services.health.recompute import Recomputer
 log = structlog.get_logger(__name__)
 
 
-class RecomputeScheduler:
-    """Debounce: wait until batches stop arriving for ``debounce`` s.
+# Under live traffic a rescoring run may take at most this share of the time: the wait
+# between runs grows with what the last one cost (a large base waits longer, a small one
+# is rescored within a second).
+RUN_SHARE = 0.2
 
-    Live traffic never goes quiet, so a batch with recent events forces a run after
-    ``max_delay``. A backfill (only old events) does not, and neither does anything while
-    the consumer reports a backlog (``backlog()``: after a restart or a stall): scoring a
+
+class RecomputeScheduler:
+    """When to rescore the accounts consumed batches touched.
+
+    Live traffic (a batch with recent events or registry changes) is what the score must
+    follow at once, and it never goes quiet: it is rescored ``live_interval`` s after it
+    arrives, or later when the last run was long (at most ``RUN_SHARE`` of the time spent
+    rescoring), and never later than ``max_delay``. A backfill (only old events) waits
+    until batches stop arriving for ``debounce`` s, and nothing is rescored while the
+    consumer reports a backlog (``backlog()``: after a restart or a stall): scoring a
     half-replayed history would open alerts (everyone looks inactive) that resolve again
     minutes later. A backlog holds runs for at most ``10 x max_delay``.
     """
@@ -36,14 +45,18 @@ class RecomputeScheduler:
         debounce: float,
         max_delay: float,
         interval: float,
+        live_interval: float = 0.5,
     ) -> None:
         self._recomputer = recomputer
         self._sessions = sessions
         self._debounce = debounce
         self._max_delay = max_delay
         self._interval = interval
+        self._live_interval = live_interval
+        self._last_run_seconds = 0.0
         self._touched = asyncio.Event()
         self._live = False
+        self._live_arrived = asyncio.Event()  # cuts a backfill's debounce short
         self.backlog: Callable[[], bool] = lambda: False
         self._tasks: list[asyncio.Task[None]] = []
         self.runs = 0
@@ -57,6 +70,8 @@ class RecomputeScheduler:
     def nudge(self, live: bool = True) -> None:
         """A batch touched some accounts (marked dirty in the database); ``live`` = it held
         recent events or registry changes."""
+        if live and not self._live:
+            self._live_arrived.set()
         self._live = self._live or live
         self._touched.set()
 
@@ -74,22 +89,38 @@ class RecomputeScheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def live_delay(self) -> float:
+        """How long live traffic waits for its rescoring: longer after a long run."""
+        paced = self._last_run_seconds * (1 - RUN_SHARE) / RUN_SHARE
+        return min(self._max_delay, max(self._live_interval, paced))
+
     async def _debounced(self) -> None:
         while True:
             await self._touched.wait()
             first = time.monotonic()
             while True:
                 self._touched.clear()
-                await asyncio.sleep(self._debounce)
+                waited = time.monotonic() - first
+                if self._live:  # a held backlog (already past the delay) checks back soon
+                    pause = self.live_delay() - waited
+                    await asyncio.sleep(pause if pause > 0 else max(self._live_interval, 0.05))
+                else:
+                    self._live_arrived.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._live_arrived.wait(), self._debounce)
+                    if self._live:
+                        continue  # live traffic came in: wait for it, not for quiet
                 waited = time.monotonic() - first
                 if self.backlog() and waited < 10 * self._max_delay:
                     continue
                 if not self._touched.is_set():
                     break
-                if self._live and waited > self._max_delay:
+                if self._live and waited >= self.live_delay():
                     break
             self._live = False
+            started = time.monotonic()
             await self._guard(self.recompute_dirty)
+            self._last_run_seconds = time.monotonic() - started
 
     async def _scheduled(self) -> None:
         while True:

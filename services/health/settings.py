@@ -21,6 +21,8 @@ class HealthSettings(BaseServiceSettings):
     consumer_batch: int = Field(default=2000, alias="HEALTH_CONSUMER_BATCH", ge=1, le=20_000)
     debounce_seconds: float = Field(default=2.0, alias="HEALTH_DEBOUNCE_SECONDS", ge=0)
     debounce_max_seconds: float = Field(default=30.0, alias="HEALTH_DEBOUNCE_MAX_SECONDS", gt=0)
+    # live traffic is rescored this soon (or later, paced by what the last run cost)
+    live_interval_seconds: float = Field(default=0.5, alias="HEALTH_LIVE_INTERVAL", ge=0)
     recompute_interval_seconds: float = Field(
         default=3600.0, alias="HEALTH_RECOMPUTE_INTERVAL", gt=0
     )

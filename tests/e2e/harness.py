@@ -92,18 +92,23 @@ class Running:
 
 
 E2E_ENV = {
-    # fast loops for tests: every service reads its own names and ignores the rest
-    "HEALTH_DEBOUNCE_SECONDS": "0.3",
-    "PLAYBOOKS_SCHEDULER_INTERVAL": "0.5",
-    "NOTIFY_POLL_INTERVAL": "0.3",
     # as in production: https links, so emails carry RFC 8058 one-click (https only)
     "PUBLIC_BASE_URL": "https://notify.uptake.test",
+}
+FAST_LOOPS = {
+    # quicker timers for tests (benchmarks run the defaults): every service reads its own
+    # names and ignores the rest
+    "HEALTH_DEBOUNCE_SECONDS": "0.3",
+    "NOTIFY_POLL_INTERVAL": "0.3",
 }
 
 
 @contextlib.asynccontextmanager
-async def running_system(data: Path, smtp: SmtpSink, **extra_env: str) -> AsyncIterator[Running]:
-    """Broker, Slack stand-in and the four services (separate processes) on free ports."""
+async def running_system(
+    data: Path, smtp: SmtpSink, *, fast_loops: bool = True, **extra_env: str
+) -> AsyncIterator[Running]:
+    """Broker, Slack stand-in and the four services (separate processes) on free ports;
+    ``fast_loops=False`` runs every timer at its default, as a deployment would."""
     broker = EmbeddedBroker(port=free_port(), log_path=data / "tansu.log")
     await broker.start(partitions=3)
     slack = SlackStandIn()
@@ -112,6 +117,7 @@ async def running_system(data: Path, smtp: SmtpSink, **extra_env: str) -> AsyncI
             env = {
                 **os.environ,
                 **E2E_ENV,
+                **(FAST_LOOPS if fast_loops else {}),
                 "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
                 "UPTAKE_DATA_DIR": str(data),
                 "UPTAKE_SECRET": TEST_SECRET,
@@ -137,13 +143,15 @@ async def running_system(data: Path, smtp: SmtpSink, **extra_env: str) -> AsyncI
 
 
 @contextlib.asynccontextmanager
-async def standalone_system(**extra_env: str) -> AsyncIterator[Running]:
+async def standalone_system(*, fast_loops: bool = True, **extra_env: str) -> AsyncIterator[Running]:
     """The whole system in a temporary folder with its own SMTP server (for benchmarks)."""
     smtp = SmtpSink()
     smtp.controller.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            async with running_system(Path(tmp), smtp, **extra_env) as running:
+            async with running_system(
+                Path(tmp), smtp, fast_loops=fast_loops, **extra_env
+            ) as running:
                 yield running
     finally:
         smtp.controller.stop()
