@@ -4,6 +4,7 @@ method of its path."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
@@ -11,7 +12,10 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator
@@ -177,5 +181,24 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+def _json_safe(value: Any) -> Any:
+    """inf/nan (``1e400`` in a JSON body parses as inf) as text: JSON cannot hold them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, but one that echoes ``input: inf`` is still a 422, not a 500."""
+    assert isinstance(exc, RequestValidationError)
+    safe = RequestValidationError(_json_safe(list(exc.errors())), body=_json_safe(exc.body))
+    return await request_validation_exception_handler(request, safe)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

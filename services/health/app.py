@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import IntegrityError
 
 from services.health.config import load_config_file, load_default_rules
@@ -14,7 +13,7 @@ from services.health.consumer import HealthConsumer
 from services.health.context import HealthContext
 from services.health.outbox import OutboxRelay
 from services.health.recompute import Recomputer
-from services.health.routes import accounts, alerts, config, rules, validation_error
+from services.health.routes import accounts, alerts, config, rules
 from services.health.scheduler import RecomputeScheduler
 from services.health.settings import HealthSettings
 from shared import topics
@@ -88,5 +87,4 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
         on_start=on_start,
         auto_migrate=settings.auto_migrate,
     )
-    app.add_exception_handler(RequestValidationError, validation_error)
     return app

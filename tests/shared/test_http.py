@@ -13,6 +13,10 @@ class Note(BaseModel):
     text: str
 
 
+class Money(BaseModel):
+    mrr: int
+
+
 def app() -> FastAPI:
     application = FastAPI()
     install_error_handlers(application)
@@ -76,3 +80,21 @@ async def test_iso_dates_out_of_range_are_a_422_naming_the_field() -> None:
             refused = await client.get("/day", params=params)
             assert refused.status_code == 422, params
             assert refused.json()["detail"][0]["loc"] == ["query", field]
+
+
+async def test_a_422_echoing_an_infinite_number_is_still_a_422() -> None:
+    application = FastAPI()
+    install_error_handlers(application)
+
+    @application.post("/money")
+    async def money(body: Money) -> Money:
+        return body
+
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        for raw in (b'{"mrr": 1e400}', b'{"mrr": -1e400}', b'{"mrr": NaN}'):
+            r = await client.post(
+                "/money", content=raw, headers={"content-type": "application/json"}
+            )
+            assert r.status_code == 422, (raw, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", "mrr"]

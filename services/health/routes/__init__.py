@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import request_validation_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from pydantic import ValidationError
 
 from shared.http import CONFLICT as CONFLICT
@@ -33,24 +29,6 @@ def invalid(exc: ValidationError | ValueError, *, prefix: str) -> HTTPException:
     return HTTPException(422, detail=jsonable_encoder(errors))
 
 
-def _json_safe(value: Any) -> Any:
-    """inf/nan (``1e400`` in a JSON body parses as inf) as text: JSON cannot hold them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-async def validation_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's 422, but one that echoes ``input: inf`` is still a 422, not a 500."""
-    assert isinstance(exc, RequestValidationError)
-    safe = RequestValidationError(_json_safe(list(exc.errors())), body=_json_safe(exc.body))
-    return await request_validation_exception_handler(request, safe)
-
-
 __all__ = [
     "CONFLICT",
     "ERRORS",
@@ -60,5 +38,4 @@ __all__ = [
     "invalid",
     "strict_request",
     "unprocessable",
-    "validation_error",
 ]
