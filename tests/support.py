@@ -59,11 +59,13 @@ async def serve_app(app: FastAPI | Any, *, port: int | None = None) -> AsyncIter
 
 @dataclasses.dataclass(frozen=True)
 class TopicRecord:
-    """One Kafka record as a consumer sees it: key, headers and the parsed envelope."""
+    """One Kafka record as a consumer sees it: key, headers, the parsed envelope and the
+    bytes it was parsed from."""
 
     key: bytes | None
     headers: dict[str, bytes]
     envelope: Envelope
+    value: bytes
 
 
 async def read_topic(
@@ -122,7 +124,7 @@ async def read_records(
                         continue  # not an envelope (a dead letter of junk, say)
                     if match(env):
                         headers = {k: bytes(v) for k, v in rec.headers or ()}
-                        found.append(TopicRecord(rec.key, headers, env))
+                        found.append(TopicRecord(rec.key, headers, env, rec.value))
     finally:
         await consumer.stop()
     return found

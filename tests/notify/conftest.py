@@ -25,7 +25,7 @@ from shared.broker import EmbeddedBroker, free_port
 from shared.envelope import Envelope, wrap
 from shared.kafka import Publisher
 from shared.messages import NotifyRequested, Recipient
-from tests.support import serve_app
+from tests.support import read_records, serve_app
 
 # One consumer group for the whole session: each test's app resumes where the last stopped,
 # as a restarted service would, instead of replaying every earlier test's requests.
@@ -225,31 +225,14 @@ async def read_dead_letters(
     broker: EmbeddedBroker, account: str, count: int, *, settle: float = 0.3, timeout: float = 15
 ) -> list[Dead]:
     """``notify.requests.v1.dlq`` messages of one account, with their headers."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = topics.dlq(topics.NOTIFY_REQUESTS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap_servers)
-    await consumer.start()
-    found: list[Dead] = []
-    try:
-        partitions = await consumer._client._wait_on_metadata(topic)
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        deadline = time.monotonic() + timeout
-        settle_until: float | None = None
-        while time.monotonic() < (settle_until or deadline):
-            if settle_until is None and len(found) >= count:
-                settle_until = time.monotonic() + settle
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                for rec in records:
-                    try:
-                        env = Envelope.parse(rec.value)
-                    except ValueError:
-                        continue
-                    if env.account_id == account:
-                        headers = {k: v.decode() for k, v in rec.headers}
-                        found.append(Dead(env, rec.value, headers))
-    finally:
-        await consumer.stop()
-    return found
+    records = await read_records(
+        broker.bootstrap_servers,
+        topics.dlq(topics.NOTIFY_REQUESTS),
+        match=lambda env: env.account_id == account,
+        count=count,
+        timeout=timeout,
+        settle=settle,
+    )
+    return [
+        Dead(r.envelope, r.value, {k: v.decode() for k, v in r.headers.items()}) for r in records
+    ]
