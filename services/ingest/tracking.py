@@ -211,27 +211,15 @@ def prepare(msg: SegmentMessage, received_at: datetime) -> _Ready | str:
     try:
         occurred_at = msg.occurred_at(received_at)
         if msg.type == "group":
-            return _Ready(
-                0,
-                msg,
-                topics.ACCOUNTS,
-                "account.upserted",
-                account_data(msg, message_id),
-                occurred_at,
-            )
-        if msg.type == "identify":
-            return _Ready(
-                0,
-                msg,
-                topics.ACCOUNTS,
-                "contact.upserted",
-                contact_data(msg, message_id),
-                occurred_at,
-            )
-        data = usage_data(msg, message_id, occurred_at)
+            topic, kind, data = topics.ACCOUNTS, "account.upserted", account_data(msg, message_id)
+        elif msg.type == "identify":
+            topic, kind, data = topics.ACCOUNTS, "contact.upserted", contact_data(msg, message_id)
+        else:
+            topic, kind = topics.USAGE_EVENTS, "usage.track"
+            data = usage_data(msg, message_id, occurred_at)
     except ValueError as exc:
         return str(exc)
-    return _Ready(0, msg, topics.USAGE_EVENTS, "usage.track", data, occurred_at)
+    return _Ready(0, msg, topic, kind, data, occurred_at)
 
 
 async def process(
