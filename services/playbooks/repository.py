@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+import structlog
+from prometheus_client import Counter
 from sqlalchemy import Select, and_, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,26 +28,56 @@ from services.playbooks.models import (
     Task,
     TaskGroup,
 )
-from services.playbooks.templates import PlaybookTemplate
+from services.playbooks.templates import (
+    PlaybookTemplate,
+    TemplateError,
+    exit_events,
+    parse_template,
+)
 from shared.db import upsert
 
-_TEMPLATES: dict[tuple[str, int, datetime], PlaybookTemplate] = {}
+log = structlog.get_logger(__name__)
+
+INVALID_TEMPLATES = Counter(
+    "uptake_playbooks_invalid_templates_total",
+    "Stored playbook versions that no longer validate (counted once per version loaded)",
+)
+
+_TEMPLATES: dict[tuple[str, int, datetime], PlaybookTemplate | TemplateError] = {}
 
 
-def template_of(row: Playbook) -> PlaybookTemplate:
-    """The parsed template of a stored playbook (cached per version)."""
+def stored_template(row: Playbook) -> PlaybookTemplate | TemplateError:
+    """The stored playbook validated as a new one would be (cached per version).
+
+    A row saved before a rule tightened (a 150-character role on SQLite, a condition
+    value that no longer fits) comes back as the :class:`TemplateError`: it is logged
+    and counted once per version, never raised, so no batch or GET fails on it.
+    """
     key = (row.id, row.version, row.updated_at)
     cached = _TEMPLATES.get(key)
     if cached is None:
         if len(_TEMPLATES) > 1000:
             _TEMPLATES.clear()
-        cached = _TEMPLATES[key] = PlaybookTemplate.model_validate(row.definition)
+        try:
+            cached = parse_template(row.definition)
+        except TemplateError as exc:
+            cached = exc
+            INVALID_TEMPLATES.inc()
+            log.warning(
+                "playbooks.stored_template_invalid",
+                playbook_id=row.id,
+                version=row.version,
+                errors=[p.model_dump() for p in exc.problems],
+            )
+        _TEMPLATES[key] = cached
     return cached
 
 
 async def enabled_templates(session: AsyncSession) -> list[PlaybookTemplate]:
+    """Templates that may start groups; a stored one that no longer validates is skipped."""
     rows = await session.scalars(select(Playbook).where(Playbook.enabled.is_(True)))
-    return [template_of(r) for r in rows]
+    parsed = [stored_template(r) for r in rows]
+    return [t for t in parsed if isinstance(t, PlaybookTemplate)]
 
 
 async def accounts_by_id(session: AsyncSession, ids: Iterable[str]) -> dict[str, Account]:
@@ -249,8 +281,9 @@ async def exit_event_names(session: AsyncSession) -> set[str]:
     )
     names = set(rows)
     for playbook in await session.scalars(select(Playbook)):
-        for cond in template_of(playbook).exit:
-            names.update(cond.events)
+        template = stored_template(playbook)
+        if isinstance(template, PlaybookTemplate):  # an invalid one starts no groups
+            names.update(exit_events(template))
     return names
 
 

@@ -16,7 +16,7 @@ from pydantic import (
     StringConstraints,
 )
 
-from services.playbooks.templates import PlaybookTemplate
+from services.playbooks.templates import PlaybookTemplate, Problem
 from shared.http import IsoDatetime
 
 TaskStatus = Literal["open", "done", "skipped", "cancelled"]
@@ -73,6 +73,29 @@ class PlaybookOut(PlaybookTemplate):
     version: int
     created_at: datetime
     updated_at: datetime
+
+
+class InvalidPlaybookOut(BaseModel):
+    """A stored template that no longer validates (saved before a rule tightened): it
+    starts no groups until a PUT replaces it. ``definition`` is what is stored."""
+
+    id: str
+    name: str
+    phase: str
+    enabled: bool
+    builtin: bool
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    invalid: Literal[True] = Field(
+        default=True,
+        description="only here: a valid playbook (which a GET can PUT back) has no such key",
+    )
+    errors: list[Problem]
+    definition: dict[str, Any]
+
+
+StoredPlaybookOut = PlaybookOut | InvalidPlaybookOut
 
 
 class Delivery(BaseModel):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.playbooks.models import Playbook
-from services.playbooks.repository import template_of
+from services.playbooks.repository import stored_template
 from services.playbooks.routes.deps import (
     ERRORS,
     Admin,
@@ -23,7 +23,7 @@ from services.playbooks.routes.deps import (
     not_found,
     strict_request,
 )
-from services.playbooks.schemas import PlaybookOut
+from services.playbooks.schemas import InvalidPlaybookOut, PlaybookOut, StoredPlaybookOut
 from services.playbooks.templates import (
     PlaybookTemplate,
     Problem,
@@ -82,14 +82,37 @@ def document_template_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def playbook_out(row: Playbook) -> PlaybookOut:
+def playbook_out(row: Playbook) -> PlaybookOut | InvalidPlaybookOut:
+    """The template, or (stored before a rule tightened) what is stored and its errors."""
+    template = stored_template(row)
+    if isinstance(template, TemplateError):
+        return InvalidPlaybookOut(
+            id=row.id,
+            name=row.name,
+            phase=row.phase,
+            enabled=row.enabled,
+            builtin=row.builtin,
+            version=row.version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            errors=template.problems,
+            definition=row.definition,
+        )
     return PlaybookOut(
-        **template_of(row).model_dump(),
+        **template.model_dump(),
         builtin=row.builtin,
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+def playbook_yaml(row: Playbook) -> str:
+    """An invalid stored template comes back as stored, ready to fix and PUT."""
+    template = stored_template(row)
+    if isinstance(template, TemplateError):
+        return yaml.safe_dump(row.definition, sort_keys=False, allow_unicode=True)
+    return to_yaml(template)
 
 
 def _unprocessable(problems: list[dict[str, Any]]) -> JSONBytes:
@@ -115,10 +138,14 @@ async def _read_template(request: Request) -> PlaybookTemplate | JSONBytes:
         )
 
 
-@router.get("", response_model=list[PlaybookOut], summary="List playbook templates")
+@router.get(
+    "",
+    response_model=list[StoredPlaybookOut],
+    summary="List playbook templates (invalid: stored before a rule tightened; fix by PUT)",
+)
 async def list_playbooks(
     session: SessionDep, _: Read, phase: str | None = None, enabled: bool | None = None
-) -> list[PlaybookOut]:
+) -> list[PlaybookOut | InvalidPlaybookOut]:
     query = select(Playbook).order_by(Playbook.id)
     if phase:
         query = query.where(Playbook.phase == phase)
@@ -129,8 +156,8 @@ async def list_playbooks(
 
 @router.get(
     "/{playbook_id}",
-    response_model=PlaybookOut,
-    summary="One playbook template (format=yaml for its YAML)",
+    response_model=StoredPlaybookOut,
+    summary="One playbook template (format=yaml for its YAML; invalid: fix it by PUT)",
     responses={200: {"content": {"application/yaml": {}}}},
 )
 async def get_playbook(
@@ -143,7 +170,7 @@ async def get_playbook(
     if row is None:
         raise not_found("playbook", playbook_id)
     if format == "yaml":
-        return Response(to_yaml(template_of(row)), media_type="application/yaml")
+        return Response(playbook_yaml(row), media_type="application/yaml")
     return playbook_out(row)
 
 

@@ -31,6 +31,7 @@ from services.playbooks.schemas import (
     TaskGroupStart,
     TaskGroupStarted,
 )
+from services.playbooks.templates import TemplateError
 from shared.responses import JSONBytes
 
 router = APIRouter(
@@ -80,6 +81,12 @@ async def start_task_group(
     row = await session.get(Playbook, body.playbook_id)
     if row is None:
         raise not_found("playbook", body.playbook_id)
+    template = repository.stored_template(row)
+    if isinstance(template, TemplateError):
+        raise conflict(
+            f"playbook {row.id!r} as stored no longer validates ({template}); "
+            f"fix it with PUT /v1/playbooks/{row.id}"
+        )
     trigger_key = f"manual:{body.request_id or uuid.uuid4().hex}"
     starter = await GroupStarter.load(
         session,
@@ -92,7 +99,7 @@ async def start_task_group(
         check_assignee(starter.team.members.get(body.assignee))
     started = starter.start(
         account_id=body.account_id,
-        template=repository.template_of(row),
+        template=template,
         trigger_key=trigger_key,
         trigger=TriggerFacts(kind="manual"),
         assignee=body.assignee,
