@@ -11,6 +11,7 @@ from services.health.config import load_config_file, load_default_rules
 from services.health.configstore import ConfigStore
 from services.health.consumer import HealthConsumer
 from services.health.context import HealthContext
+from services.health.decode import decode
 from services.health.outbox import OutboxRelay
 from services.health.recompute import Recomputer
 from services.health.routes import accounts, alerts, config, rules
@@ -64,6 +65,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             handler=consumer.handle,
             publisher=runtime.publisher,
             max_batch=settings.consumer_batch,
+            decode=decode,
         )
         scheduler.backlog = lambda: runner.behind
         app.state.health = HealthContext(

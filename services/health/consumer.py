@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.health import repository as repo
 from services.health.alerts import reassign
 from services.health.config import MetricsConfig
+from services.health.decode import USAGE_TYPES, Usage, usage_of
 from services.health.registry import SOURCE, apply_traits, new_account, store_contacts
 from services.health.rollups import EventFacts, aggregate, utc_day
 from shared.envelope import Envelope, utcnow
@@ -24,7 +25,6 @@ from shared.messages import AccountUpserted, ContactUpserted, UsageEvent
 
 log = structlog.get_logger(__name__)
 
-USAGE_TYPES = frozenset({"usage.track", "usage.page", "usage.screen"})
 LIVE_DAYS = 2  # a batch with events this recent is live traffic, older ones a backfill
 
 
@@ -43,7 +43,7 @@ class HealthConsumer:
         self._today = today
 
     async def handle(self, records: list[Record]) -> None:
-        usage: list[tuple[Envelope, UsageEvent]] = []
+        usage: list[Usage] = []
         upserts: list[tuple[Envelope, AccountUpserted]] = []
         contacts: list[tuple[Envelope, ContactUpserted]] = []
         for record in records:
@@ -51,7 +51,11 @@ class HealthConsumer:
             if env.source == SOURCE:
                 continue  # our own announcements: already applied here
             if env.type in USAGE_TYPES:
-                usage.append((env, env.payload(UsageEvent)))
+                # decoded once by the runner (decode.decode), else read here
+                decoded = record.payload
+                if not isinstance(decoded, Usage):
+                    decoded = usage_of(env.account_id, env.payload(UsageEvent))
+                usage.append(decoded)
             elif env.type == "account.upserted":
                 upserts.append((env, env.payload(AccountUpserted)))
             elif env.type == "contact.upserted":
@@ -61,7 +65,7 @@ class HealthConsumer:
         config = await self._metrics()
         now = utcnow()
         async with self._sessions() as session, session.begin():
-            keys = [(e.account_id, u.message_id) for e, u in usage]
+            keys = [(u.facts.account_id, u.message_id) for u in usage]
             keys += [(e.account_id, a.message_id) for e, a in upserts]
             keys += [(e.account_id, c.message_id) for e, c in contacts]
             new = await repo.insert_seen(session, keys)
@@ -74,22 +78,19 @@ class HealthConsumer:
     async def _store_usage(
         self,
         session: AsyncSession,
-        usage: list[tuple[Envelope, UsageEvent]],
+        usage: list[Usage],
         new: set[tuple[str, str]],
         config: MetricsConfig,
         now: datetime,
     ) -> date | None:
         """Store the new events' rollups; returns the newest event day (None: nothing new)."""
         facts: list[EventFacts] = []
-        for env, event in usage:
-            key = (env.account_id, event.message_id)
+        for event in usage:
+            key = (event.facts.account_id, event.message_id)
             if key not in new:
                 continue
             new.discard(key)  # a duplicate within the batch counts once
-            user = event.user_id or (f"anon:{event.anonymous_id}" if event.anonymous_id else None)
-            facts.append(
-                EventFacts(env.account_id, event.event, user, event.timestamp, event.properties)
-            )
+            facts.append(event.facts)
         if not facts:
             return None
         inc = aggregate(facts, config.metrics)

@@ -6,6 +6,8 @@ offsets committed. A crash in between replays the batch, which idempotent handle
 absorb. A handler raising :class:`TransientError` (or a connection error) is retried
 with backoff until it succeeds; any other error is retried a few times, then the batch
 is split to find the poison messages, which go to ``<topic>.dlq`` so the rest flows on.
+A ``decode`` function (bytes -> envelope and a payload for ``Record.payload``) lets a
+service read each message once; what it refuses is dead-lettered at once, unretried.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -45,9 +48,19 @@ class Record:
     partition: int
     offset: int
     envelope: Envelope
+    payload: Any = None  # what the runner's ``decode`` made of ``data`` (None: not decoded)
 
 
 Handler = Callable[[list[Record]], Awaitable[None]]
+# bytes -> (envelope, decoded payload or None); ValueError/ValidationError dead-letters
+Decoder = Callable[[bytes], tuple[Envelope, Any]]
+
+
+def parse_envelope(raw: bytes) -> tuple[Envelope, Any]:
+    """The default decoder: the envelope only; handlers read ``data`` themselves."""
+    return Envelope.parse(raw), None
+
+
 TRANSIENT = (TransientError, OperationalError, ConnectionError, OSError, PublishError)
 
 
@@ -72,8 +85,10 @@ class ConsumerRunner:
         max_retries: int = 3,
         backoff: float = 0.2,
         max_backoff: float = 10.0,
+        decode: Decoder = parse_envelope,
     ) -> None:
         self.group_id = group_id
+        self.decode = decode
         self.topics = topics
         self.handler = handler
         self.publisher = publisher
@@ -158,13 +173,13 @@ class ConsumerRunner:
         records: list[Record] = []
         for msg in raw:
             try:
-                envelope = Envelope.parse(msg.value or b"")
+                envelope, payload = self.decode(msg.value or b"")
             except (ValueError, ValidationError) as exc:
                 await self._dead_letter(
                     msg.topic, msg.partition, msg.offset, msg.key, msg.value, exc
                 )
                 continue
-            records.append(Record(msg.topic, msg.partition, msg.offset, envelope))
+            records.append(Record(msg.topic, msg.partition, msg.offset, envelope, payload))
         return records
 
     async def _handle(self, records: list[Record]) -> None:
