@@ -18,7 +18,7 @@ class HealthSettings(BaseServiceSettings):
     # backdated history pin it so "the last 7 days" means the same days on every run.
     as_of: date | None = Field(default=None, alias="HEALTH_AS_OF")
     consumer_group: str = Field(default="health", alias="HEALTH_CONSUMER_GROUP")
-    consumer_batch: int = Field(default=2000, alias="HEALTH_CONSUMER_BATCH", ge=1, le=20_000)
+    consumer_batch: int = Field(default=5000, alias="HEALTH_CONSUMER_BATCH", ge=1, le=20_000)
     debounce_seconds: float = Field(default=2.0, alias="HEALTH_DEBOUNCE_SECONDS", ge=0)
     debounce_max_seconds: float = Field(default=30.0, alias="HEALTH_DEBOUNCE_MAX_SECONDS", gt=0)
     # live traffic is rescored this soon (or later, paced by what the last run cost)
