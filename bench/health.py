@@ -26,13 +26,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.health import repository as repo
+from services.health.app import settle_heap
 from services.health.config import MetricDef, MetricsConfig, load_default_rules
 from services.health.configstore import ConfigStore
 from services.health.consumer import HealthConsumer
+from services.health.decode import decode
 from services.health.models import Rollup
 from services.health.recompute import Recomputer, components_of
 from services.health.rules import evaluate
-from services.health.settings import DEFAULT_CONFIG
+from services.health.settings import DEFAULT_CONFIG, HealthSettings
 from services.health.snapshot import NEVER, Cube, snapshot_at
 from shared import topics
 from shared.broker import EmbeddedBroker, free_port
@@ -50,7 +52,8 @@ METRICS = MetricsConfig(
     ]
 )
 AS_OF = date(2026, 11, 23)
-BATCH = int(os.environ.get("HEALTH_CONSUMER_BATCH", "2000"))  # the service default
+DEFAULT_BATCH = HealthSettings.model_fields["consumer_batch"].default
+BATCH = int(os.environ.get("HEALTH_CONSUMER_BATCH", DEFAULT_BATCH))
 
 
 def synthetic(accounts: int, days: int, seed: int = 7) -> np.ndarray:
@@ -244,7 +247,9 @@ async def _health_rate(bootstrap: str, n: int) -> tuple[float, float]:
             handler=consumer.handle,
             publisher=publisher,
             max_batch=BATCH,
+            decode=decode,
         )
+        settle_heap()  # as the service does once started
         started = time.perf_counter()
         await runner.start()
         first: tuple[float, int] | None = None
@@ -302,7 +307,8 @@ async def bench_consumer(n: int, accounts: int) -> None:
             broker.stop()
     print(f"consumer (bare aiokafka, no decoding): {bare:,.0f} events/s")
     print(
-        f"consumer (health -> PostgreSQL rollups, 4 metrics, dedupe; 1,000 accounts x 3 days): "
+        f"consumer (health -> PostgreSQL rollups, 4 metrics, dedupe; 1,000 accounts x 3 days; "
+        f"batches of {BATCH:,}): "
         f"{n:,} events in {elapsed:.2f} s including the group join; "
         f"{rate:,.0f} events/s once joined ({rate / bare:.1%} of bare)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 from fastapi import FastAPI
@@ -20,6 +21,16 @@ from services.health.settings import HealthSettings
 from shared import topics
 from shared.kafka import ConsumerRunner
 from shared.service import Component, ServiceRuntime, create_service_app
+
+
+def settle_heap() -> None:
+    """Move what startup built (modules, models, schemas: alive as long as the process) out
+    of the garbage collector's sight, so the full collections that every consumed batch's
+    short-lived objects trigger stop rescanning it (decoding a 5,000-event batch: 102 ->
+    61 ms). Objects created later are collected as before."""
+    gc.collect()
+    gc.freeze()
+
 
 DESCRIPTION = """Daily usage rollups, trend-based health scores (0-100, green/yellow/red) with
 one-line reasons, alert rules and alerts. Authenticate with `Authorization: Bearer <token>`:
@@ -77,6 +88,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             outbox=outbox,
         )
         app.state.consumer = runner
+        settle_heap()
         return [outbox, scheduler, runner]
 
     app = create_service_app(
