@@ -171,9 +171,11 @@ async def _csm(c: httpx.AsyncClient, email: str, **fields: Any) -> None:
     assert r.status_code == 201, r.text
 
 
-async def _start(c: httpx.AsyncClient, account: str, **fields: Any) -> dict[str, Any]:
+async def _start(
+    c: httpx.AsyncClient, account: str, *, playbook: str = "expansion", **fields: Any
+) -> dict[str, Any]:
     r = await c.post(
-        "/v1/task-groups", json={"account_id": account, "playbook_id": "expansion", **fields}
+        "/v1/task-groups", json={"account_id": account, "playbook_id": playbook, **fields}
     )
     assert r.status_code == 201, r.text
     group: dict[str, Any] = r.json()["task_group"]
@@ -240,16 +242,30 @@ async def test_skip_never_overwrites_a_step_the_scheduler_just_sent(playbooks: P
     assert (step["status"], step["sent_at"] is not None) == ("done", True)
 
 
+async def _own_copy(c: httpx.AsyncClient, playbook_id: str) -> str:
+    """A manual-only copy of a built-in under an id of this test's own: other tests' alerts
+    on the shared broker start built-ins, never it, so its groups and stats are ours."""
+    body = (await c.get(f"/v1/playbooks/{playbook_id}")).json()
+    for key in ("builtin", "version", "created_at", "updated_at"):
+        body.pop(key, None)
+    body |= {"id": f"{playbook_id}-{uuid.uuid4().hex[:6]}", "trigger": {"kind": "manual"}}
+    body.pop("triggers", None)
+    r = await c.post("/v1/playbooks", json=body)
+    assert r.status_code == 201, r.text
+    return str(body["id"])
+
+
 async def test_filters_cancel_csm_changes_and_stats_on_a_real_case(playbooks: Playbooks) -> None:
     c = playbooks.client
     u, v = new_csm("uma"), new_csm("vic")
     await _csm(c, u)
     await _csm(c, v)
+    ours = await _own_copy(c, "expansion")
     done_acct, cancel_acct, open_acct, vic_acct = (new_account() for _ in range(4))
-    finished = await _start(c, done_acct, assignee=u)
-    cancelled = await _start(c, cancel_acct, assignee=u)
-    still_open = await _start(c, open_acct, assignee=u)
-    vics = await _start(c, vic_acct, assignee=v)
+    finished = await _start(c, done_acct, playbook=ours, assignee=u)
+    cancelled = await _start(c, cancel_acct, playbook=ours, assignee=u)
+    still_open = await _start(c, open_acct, playbook=ours, assignee=u)
+    vics = await _start(c, vic_acct, playbook=ours, assignee=v)
     started_at = datetime.fromisoformat(still_open["started_at"])
 
     playbooks.clock.advance(days=4)  # qualify (day 3) is late, propose (day 10) is not
@@ -267,9 +283,11 @@ async def test_filters_cancel_csm_changes_and_stats_on_a_real_case(playbooks: Pl
         return {item["id"] for item in page["items"]}
 
     groups = "/v1/task-groups"
-    assert ids(await playbooks.get(groups, status="open")) == {still_open["id"], vics["id"]}
-    assert ids(await playbooks.get(groups, status="completed")) == {finished["id"]}
-    assert ids(await playbooks.get(groups, status="cancelled")) == {cancelled["id"]}
+    mine_only = {"playbook_id": ours}
+    open_ones = await playbooks.get(groups, status="open", **mine_only)
+    assert ids(open_ones) == {still_open["id"], vics["id"]}
+    assert ids(await playbooks.get(groups, status="completed", **mine_only)) == {finished["id"]}
+    assert ids(await playbooks.get(groups, status="cancelled", **mine_only)) == {cancelled["id"]}
     assert ids(await playbooks.get(groups, assignee=v)) == {vics["id"]}
     assert ids(await playbooks.get(groups, assignee=u.upper(), status="open")) == {still_open["id"]}
     assert (await playbooks.get(groups, assignee="unassigned"))["total"] == 0
@@ -286,7 +304,7 @@ async def test_filters_cancel_csm_changes_and_stats_on_a_real_case(playbooks: Pl
     assert [t["step_key"] for t in soon["items"]] == ["owner-slack", "qualify"]
 
     stats = await playbooks.get("/v1/stats")
-    [expansion] = [p for p in stats["playbooks"] if p["playbook_id"] == "expansion"]
+    [expansion] = [p for p in stats["playbooks"] if p["playbook_id"] == ours]
     assert (expansion["started"], expansion["open"], expansion["completed"]) == (4, 2, 1)
     assert (expansion["exited"], expansion["completion_rate"]) == (1, 0.25)
     assert expansion["median_days_to_complete"] == 4.0
