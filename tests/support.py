@@ -68,6 +68,25 @@ class TopicRecord:
     value: bytes
 
 
+async def true_end_offsets(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Each partition's end offset as a consumer finds it (assigns ``consumer`` to ``tps``).
+
+    Tansu answers ListOffsets(latest) with the base offset of a partition's last record
+    batch plus one, not the offset after its last record: trusted as is, a consumer
+    group "skipped to the end" re-reads the rest of that batch, and "caught up" is
+    declared early. So read on from there to the real end.
+    """
+    consumer.assign(tps)
+    reported = await consumer.end_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, reported[tp])
+    while await consumer.getmany(*tps, timeout_ms=300):
+        pass
+    return {tp: await consumer.position(tp) for tp in tps}
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,

@@ -21,6 +21,7 @@ from services.health.settings import HealthSettings
 from shared import topics
 from shared.envelope import Envelope
 from shared.kafka import Publisher
+from tests.support import true_end_offsets
 
 AS_OF = datetime.now(UTC).date()
 
@@ -139,7 +140,7 @@ async def wait_caught_up(bootstrap: str, group: str, timeout: float = 60.0) -> N
         for topic in (topics.USAGE_EVENTS, topics.ACCOUNTS):
             parts = await consumer._client._wait_on_metadata(topic)
             tps += [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(consumer, tps)
         deadline = time.monotonic() + timeout
         while True:
             behind = [
@@ -165,9 +166,8 @@ async def read_all(bootstrap: str, topic_names: list[str]) -> list[Envelope]:
         for topic in topic_names:
             parts = await consumer._client._wait_on_metadata(topic)
             tps += [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
+        ends = await true_end_offsets(consumer, tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         pending = {tp for tp, end in ends.items() if end > 0}
         while pending:
             batch = await consumer.getmany(*pending, timeout_ms=500)

@@ -27,7 +27,7 @@ from shared.broker import EmbeddedBroker
 from shared.envelope import wrap
 from shared.kafka import Publisher
 from shared.messages import AccountUpserted, AlertChanged, ContactUpserted
-from tests.support import auth, serve_app
+from tests.support import auth, serve_app, true_end_offsets
 
 
 @dataclass
@@ -154,8 +154,7 @@ async def skip_to_end(bootstrap: str, group_id: str, names: list[str]) -> None:
         for name in names:
             partitions = await consumer._client._wait_on_metadata(name)
             tps += [TopicPartition(name, p) for p in partitions]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await true_end_offsets(consumer, tps)
         await consumer.commit(dict(ends))
     finally:
         await consumer.stop()
