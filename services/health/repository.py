@@ -111,7 +111,6 @@ async def store_usage(
         return
     accounts = sorted(days.items())  # one lock order for concurrent batches
     found = list(users)
-    keys = list(added)
     params = {
         "now": now,
         "ta": [a for a, _ in accounts],
@@ -121,13 +120,22 @@ async def store_usage(
         "um": [u[1] for u in found],
         "ud": [u[2] for u in found],
         "uu": [u[3] for u in found],
+        **_increment_arrays(added),
+    }
+    await session.execute(PG_USAGE, params)
+
+
+def _increment_arrays(added: dict[Key, float]) -> dict[str, Any]:
+    """Rollup increments as the parallel arrays (``a m d v``) and cap the PostgreSQL
+    statements unnest."""
+    keys = list(added)
+    return {
         "a": [k[0] for k in keys],
         "m": [k[1] for k in keys],
         "d": [k[2] for k in keys],
         "v": [added[k] for k in keys],
         "cap": MAX_VALUE,
     }
-    await session.execute(PG_USAGE, params)
 
 
 def _clamped(value: Any) -> Any:
@@ -164,15 +172,7 @@ async def insert_seen(session: AsyncSession, pairs: list[tuple[str, str]]) -> se
 async def add_rollups(session: AsyncSession, added: dict[Key, float]) -> None:
     """value += increment, per (account, metric, day)."""
     if _is_pg(session) and added:
-        keys = list(added)
-        params = {
-            "a": [k[0] for k in keys],
-            "m": [k[1] for k in keys],
-            "d": [k[2] for k in keys],
-            "v": [added[k] for k in keys],
-            "cap": MAX_VALUE,
-        }
-        await session.execute(PG_ADD, params)
+        await session.execute(PG_ADD, _increment_arrays(added))
         return
     rows = [{"account_id": a, "metric": m, "day": d, "value": v} for (a, m, d), v in added.items()]
     for chunk in _chunks(rows):
