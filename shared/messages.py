@@ -119,8 +119,15 @@ Channel = Literal["email", "slack"]
 
 
 class Recipient(Message):
+    """One person (or channel) a message goes to; notify renders each recipient's own copy.
+
+    ``name`` and ``role`` feed the template's ``recipient.*`` context, so nobody is greeted
+    by another person's name.
+    """
+
     email: str | None = None
     name: str | None = None
+    role: str | None = None
     slack_channel: str | None = None
     contact_id: str | None = None
 
