@@ -23,6 +23,7 @@ from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade_async
+from shared.ports import ensure_ports_free, needed_ports
 from shared.services import ServiceInfo, available_services
 from shared.settings import BaseServiceSettings
 
@@ -51,8 +52,10 @@ async def start_system(
     ``env`` (default: this process's environment) is what the service processes get.
     """
     system = System(settings=settings, env=dict(os.environ if env is None else env))
+    embedded = "KAFKA_BOOTSTRAP_SERVERS" not in system.env
+    ensure_ports_free(settings.host, needed_ports(settings, services, embedded_broker=embedded))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if "KAFKA_BOOTSTRAP_SERVERS" not in system.env:
+    if embedded:
         system.broker = EmbeddedBroker(
             port=settings.embedded_broker_port, log_path=settings.data_dir / "tansu.log"
         )

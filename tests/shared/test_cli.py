@@ -74,6 +74,11 @@ def test_run_starts_broker_and_services_and_stops_them_on_sigterm(tmp_path: Path
             wait_ready(f"http://127.0.0.1:{port}", proc, timeout=90)
         assert _port_open(broker_port)
         assert httpx.get(f"http://127.0.0.1:{ports['ingest']}/openapi.json").status_code == 200
+        _assert_second_run_refused(env, port=broker_port, holder=f"pid {proc.pid}: uptake run")
+        # "make demo" beside a running instance is refused the same way.
+        _assert_second_run_refused(
+            env, port=broker_port, holder=f"pid {proc.pid}: uptake run", command="demo"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
@@ -82,3 +87,48 @@ def test_run_starts_broker_and_services_and_stops_them_on_sigterm(tmp_path: Path
     while _port_open(broker_port) or any(_port_open(p) for p in ports.values()):
         assert time.monotonic() < deadline, "something uptake run started is still listening"
         time.sleep(0.1)
+
+
+def _assert_second_run_refused(
+    env: dict[str, str], *, port: int, holder: str, command: str = "run"
+) -> None:
+    """A second ``uptake run`` on the same ports stops at once, naming the port and its holder."""
+    started = time.monotonic()
+    second = subprocess.run(
+        [sys.executable, "-m", "shared.cli", command], env=env, capture_output=True, timeout=30
+    )
+    elapsed = time.monotonic() - started
+    assert second.returncode == 2, second.stderr
+    assert elapsed < 5, f"the second run took {elapsed:.1f}s to refuse"
+    err = second.stderr.decode()
+    assert f"port {port} is in use (" in err, err
+    assert holder in err, err
+    assert "is Uptake already running?" in err
+    assert "Running." not in second.stdout.decode()
+
+
+def test_run_refuses_a_taken_service_port_before_starting_anything(tmp_path: Path) -> None:
+    broker_port = free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+        env.update(
+            {
+                "UPTAKE_DATA_DIR": str(tmp_path / "data"),
+                "UPTAKE_SECRET": TEST_SECRET,
+                "UPTAKE_BROKER_PORT": str(broker_port),
+                **{f"{s.name.upper()}_PORT": str(free_port()) for s in available_services()},
+                "PLAYBOOKS_PORT": str(taken),
+            }
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "run"], env=env, capture_output=True, timeout=30
+        )
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert f"port {taken} is in use (pid {os.getpid()}: " in err, err
+    assert "set PLAYBOOKS_PORT to a free port" in err
+    assert not _port_open(broker_port), "the broker was started although a port was taken"
+    assert not (tmp_path / "data").exists(), "the data dir was touched before the check"
