@@ -13,9 +13,10 @@ from services.health.configstore import ConfigStore
 from services.health.consumer import HealthConsumer
 from services.health.context import HealthContext
 from services.health.decode import decode
+from services.health.eventnames import EventNames
 from services.health.outbox import OutboxRelay
 from services.health.recompute import Recomputer
-from services.health.routes import accounts, alerts, config, rules
+from services.health.routes import accounts, alerts, catalog, config, outcomes, rules
 from services.health.scheduler import RecomputeScheduler
 from services.health.settings import HealthSettings
 from shared import topics
@@ -66,8 +67,13 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             interval=settings.recompute_interval_seconds,
             live_interval=settings.live_interval_seconds,
         )
+        event_names = EventNames(runtime.sessions, cap=settings.max_event_metrics)
         consumer = HealthConsumer(
-            runtime.sessions, metrics=store.metrics, on_stored=scheduler.nudge, today=settings.today
+            runtime.sessions,
+            metrics=store.metrics,
+            on_stored=scheduler.nudge,
+            today=settings.today,
+            event_names=event_names,
         )
         runner = ConsumerRunner(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -86,6 +92,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             recomputer=recomputer,
             scheduler=scheduler,
             outbox=outbox,
+            event_names=event_names,
         )
         app.state.consumer = runner
         settle_heap()
@@ -97,7 +104,14 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         database_url=settings.database_url("health"),
-        routers=[accounts.router, alerts.router, rules.router, config.router],
+        routers=[
+            accounts.router,
+            outcomes.router,
+            alerts.router,
+            rules.router,
+            config.router,
+            catalog.router,
+        ],
         on_start=on_start,
         auto_migrate=settings.auto_migrate,
     )

@@ -2,7 +2,9 @@
 
 A metric says which events count and how they roll up per account and day:
 ``count`` (events), ``distinct_users`` (active users), ``sum`` or ``last`` (a numeric
-property). Metrics with weight 0 are rolled up and shown but not scored.
+property). ``event_count`` and ``event_users`` read the rollups every event name has of its
+own (:mod:`eventnames`), so picking one scores on the history already kept. Metrics with
+weight 0 are rolled up and shown but not scored.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
+from services.health.eventnames import count_key, slug_of, users_key
+
 Number = Annotated[float, Strict()]  # over REST: JSON numbers only, not true/false or "3"
 Int = Annotated[int, Strict()]
-MetricKind = Literal["count", "distinct_users", "sum", "last"]
+MetricKind = Literal["count", "distinct_users", "sum", "last", "event_count", "event_users"]
+EVENT_KINDS = ("event_count", "event_users")
 
 
 class MetricDef(BaseModel):
@@ -26,18 +31,39 @@ class MetricDef(BaseModel):
     kind: MetricKind = "count"
     events: list[str] = Field(default_factory=list, description="event names; empty = all")
     property: str | None = Field(default=None, max_length=200)
+    event: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="event_count / event_users: the event name, e.g. Report Created",
+    )
     weight: Number = Field(default=1.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _property_needed(self) -> MetricDef:
         if self.kind in ("sum", "last") and not self.property:
             raise ValueError(f"metric '{self.key}': kind '{self.kind}' needs a 'property'")
+        if self.kind in EVENT_KINDS and not self.event:
+            raise ValueError(f"metric '{self.key}': kind '{self.kind}' needs an 'event'")
+        if self.kind not in EVENT_KINDS and self.event is not None:
+            raise ValueError(f"metric '{self.key}': 'event' is for event_count / event_users")
         if not self.name:
             self.name = self.key
         return self
 
     def matches(self, event: str) -> bool:
-        return not self.events or event in self.events
+        """Whether ``event`` rolls up under this metric's own key (event kinds never do:
+        they read the per-event rollups)."""
+        return self.kind not in EVENT_KINDS and (not self.events or event in self.events)
+
+    def stored_as(self) -> str:
+        """The rollup key its daily values are stored under (a method: ``property`` is a
+        field here)."""
+        if self.kind == "event_count" and self.event:
+            return count_key(slug_of(self.event))
+        if self.kind == "event_users" and self.event:
+            return users_key(slug_of(self.event))
+        return self.key
 
 
 class ScoringParams(BaseModel):
@@ -76,6 +102,21 @@ class MetricsConfig(BaseModel):
     @property
     def keys(self) -> list[str]:
         return [m.key for m in self.metrics]
+
+    @property
+    def storage_keys(self) -> list[str]:
+        """The rollup keys the metrics read (per metric, in order)."""
+        return [m.stored_as() for m in self.metrics]
+
+    @property
+    def event_names(self) -> set[str]:
+        """Event names the metrics pick by name: registered whatever the cap."""
+        return {m.event for m in self.metrics if m.event is not None}
+
+    @property
+    def rolled_up(self) -> list[MetricDef]:
+        """Metrics rolled up under their own key (not the per-event ones)."""
+        return [m for m in self.metrics if m.kind not in EVENT_KINDS]
 
 
 def load_config_file(path: Path) -> MetricsConfig:

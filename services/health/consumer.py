@@ -13,10 +13,12 @@ from datetime import date, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.health import outcomes
 from services.health import repository as repo
 from services.health.alerts import reassign
 from services.health.config import MetricsConfig
 from services.health.decode import USAGE_TYPES, Usage, usage_of
+from services.health.eventnames import EventNames, keys_of
 from services.health.registry import SOURCE, apply_traits, new_account, store_contacts
 from services.health.rollups import EventFacts, aggregate, utc_day
 from shared.envelope import Envelope, utcnow
@@ -36,11 +38,13 @@ class HealthConsumer:
         metrics: Callable[[], Awaitable[MetricsConfig]],
         on_stored: Callable[[bool], None],
         today: Callable[[], date],
+        event_names: EventNames | None = None,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
         self._on_stored = on_stored
         self._today = today
+        self._event_names = event_names  # None: no per-event rollups
 
     async def handle(self, records: list[Record]) -> None:
         usage: list[Usage] = []
@@ -64,16 +68,28 @@ class HealthConsumer:
             return
         config = await self._metrics()
         now = utcnow()
+        per_event = await self._per_event(usage, config)
         async with self._sessions() as session, session.begin():
             keys = [(u.facts.account_id, u.message_id) for u in usage]
             keys += [(e.account_id, a.message_id) for e, a in upserts]
             keys += [(e.account_id, c.message_id) for e, c in contacts]
             new = await repo.insert_seen(session, keys)
-            newest = await self._store_usage(session, usage, new, config, now)
+            newest = await self._store_usage(session, usage, new, config, now, per_event)
             registry = await self._store_registry(session, upserts, contacts, new, now)
         if newest is not None or registry:
             recent = newest is not None and newest >= self._today() - timedelta(days=LIVE_DAYS)
             self._on_stored(registry or recent)
+
+    async def _per_event(
+        self, usage: list[Usage], config: MetricsConfig
+    ) -> dict[str, tuple[str, str]] | None:
+        """Event name -> its rollup keys (registered, in a transaction of its own, before
+        the batch's: a registration is harmless if the batch then fails)."""
+        if self._event_names is None or not usage:
+            return None
+        names = {u.facts.event for u in usage}
+        slugs = await self._event_names.slugs(names, pinned=config.event_names)
+        return {name: keys_of(slug) for name, slug in slugs.items()}
 
     async def _store_usage(
         self,
@@ -82,6 +98,7 @@ class HealthConsumer:
         new: set[tuple[str, str]],
         config: MetricsConfig,
         now: datetime,
+        per_event: dict[str, tuple[str, str]] | None,
     ) -> date | None:
         """Store the new events' rollups; returns the newest event day (None: nothing new)."""
         facts: list[EventFacts] = []
@@ -93,7 +110,7 @@ class HealthConsumer:
             facts.append(event.facts)
         if not facts:
             return None
-        inc = aggregate(facts, config.metrics)
+        inc = aggregate(facts, config.metrics, per_event)
         await repo.store_usage(session, inc.days, inc.users, inc.added, now)
         if inc.last:
             await repo.set_last_rollups(session, inc.last)
@@ -125,6 +142,11 @@ class HealthConsumer:
             changed = apply_traits(session, account, upserted, occurred_at=env.occurred_at, now=now)
             if "owner" in changed:
                 owners[env.account_id] = changed["owner"]
+            outcome = outcomes.from_traits(account, upserted.traits, day)
+            if outcome is not None:
+                await outcomes.record(
+                    session, account, outcome, source="group", now=now, today=self._today()
+                )
         await session.flush()
         if owners:
             await reassign(session, owners, now)

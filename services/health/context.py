@@ -8,6 +8,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health.configstore import ConfigStore
+from services.health.eventnames import EventNames
 from services.health.outbox import OutboxRelay
 from services.health.recompute import Recomputer
 from services.health.scheduler import RecomputeScheduler
@@ -22,6 +23,7 @@ class HealthContext:
     recomputer: Recomputer
     scheduler: RecomputeScheduler
     outbox: OutboxRelay
+    event_names: EventNames
 
 
 def health_of(request: Request) -> HealthContext:

@@ -56,6 +56,10 @@ class Account(Base):
     # when the stage last changed; None = the first stage known, held since first seen
     stage_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     traits_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # churned | None (active): the latest churn or reactivation outcome (``outcomes``)
+    status: Mapped[str | None] = mapped_column(String(20), index=True)
+    churned_at: Mapped[date | None] = mapped_column(Date)
+    churn_reason: Mapped[str | None] = mapped_column(String(500))
     dirty_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -118,6 +122,44 @@ class RollupUser(Base):
     metric: Mapped[str] = mapped_column(String(63), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     user_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+
+
+class EventName(Base):
+    """An event name with rollups of its own (``event:<slug>`` counts, ``users:<slug>``
+    distinct users). At most ``HEALTH_MAX_EVENT_METRICS`` rows; names beyond the cap are
+    counted under ``event:*`` / ``users:*`` ("other"). Registered here, not in memory, so
+    every replica agrees on which names have their own metric."""
+
+    __tablename__ = "event_names"
+
+    slug: Mapped[str] = mapped_column(String(57), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Outcome(Base):
+    """What became of an account: churned, renewed, downgraded, upgraded, reactivated.
+
+    One row per (account, type, day): recording the same outcome again changes nothing.
+    ``mrr``, ``plan`` and ``segment`` are the account's when it was recorded (MRR lost).
+    """
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(20))
+    at: Mapped[date] = mapped_column(Date, index=True)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(20))  # group (accounts.v1) | api
+    mrr: Mapped[float | None] = mapped_column(Float)
+    plan: Mapped[str | None] = mapped_column(String(300))
+    segment: Mapped[str | None] = mapped_column(String(300))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("uq_outcomes_account_type_at", "account_id", "type", "at", unique=True),
+    )
 
 
 class Score(Base):

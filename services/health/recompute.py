@@ -23,6 +23,7 @@ from services.health.config import MetricsConfig
 from services.health.configstore import ConfigStore
 from services.health.models import Account, AlertRule
 from services.health.outbox import enqueue_many
+from services.health.outcomes import churned_as_of, resolve_churned
 from services.health.rules import Hit, evaluate
 from services.health.scoring import BAND_NAMES, FloatArray, IntArray, Scores, finite, reason
 from services.health.snapshot import NEVER, Cube, score_at, snapshot_at
@@ -72,12 +73,15 @@ def build_cube(
 ) -> Cube:
     ids = [a.account_id for a in accounts]
     a_index = {a: i for i, a in enumerate(ids)}
-    m_index = {k: j for j, k in enumerate(config.keys)}
-    values = np.zeros((len(ids), len(m_index), days))
+    m_index: dict[str, list[int]] = {}  # rollup key -> the metrics reading it
+    for j, key in enumerate(config.storage_keys):
+        m_index.setdefault(key, []).append(j)
+    values = np.zeros((len(ids), len(config.metrics), days))
     for account_id, metric, offsets, vals in series:
-        a, m = a_index.get(account_id), m_index.get(metric)
-        if a is not None and m is not None:
-            values[a, m, offsets] = vals
+        a = a_index.get(account_id)
+        if a is not None:
+            for m in m_index.get(metric, ()):
+                values[a, m, offsets] = vals
     values = finite(values)
 
     def day_index(d: date | None, default: float) -> float:
@@ -211,6 +215,8 @@ class Recomputer:
         end = cube.index_of(as_of)
         snap = snapshot_at(cube, end, config.scoring, *peers)
         now = datetime.now(UTC)
+        # churned by today (a churn dated ahead takes effect on its day): alerts resolve
+        await resolve_churned(session, await repo.churned_with_alerts(session, as_of), now)
         changed = await self._store_scores(
             session, cube, snap.now, snap.week_ago, as_of, now, config
         )
@@ -237,17 +243,22 @@ class Recomputer:
         *,
         extra_days: int = 0,
     ) -> tuple[Cube, tuple[tuple[FloatArray, IntArray] | None, tuple[FloatArray, IntArray] | None]]:
-        """The cube for the accounts, and (for a subset) every account's levels as peers."""
+        """The cube for the accounts, and (for a subset) every account's levels as peers.
+
+        Accounts churned as of ``as_of`` are left out of both: not scored, not alerted,
+        not in their segment's medians."""
         days = lookback_days(config, rules) + extra_days
         first_day = as_of - timedelta(days=days)
+        churned = churned_as_of(await repo.status_outcomes(session), as_of)
         if account_ids is None:
             accounts = await repo.all_accounts(session)
         else:
             found = await repo.get_accounts(session, account_ids)
             accounts = [found[a] for a in sorted(found)]
+        accounts = [a for a in accounts if a.account_id not in churned]
         ids = [a.account_id for a in accounts]
         series = await repo.load_series(
-            session, first_day, as_of, None if account_ids is None else ids
+            session, first_day, as_of, None if account_ids is None else ids, config.storage_keys
         )
         changes = await repo.owner_changes(session, None if account_ids is None else ids)
         table: dict[str, int] = {}
@@ -263,8 +274,10 @@ class Recomputer:
         if account_ids is None:
             return cube, (None, None)
         recent = config.scoring.recent_days
-        now_peers = await self._peers(session, as_of, recent, config, table)
-        week_peers = await self._peers(session, as_of - timedelta(days=7), recent, config, table)
+        now_peers = await self._peers(session, as_of, recent, config, table, churned)
+        week_peers = await self._peers(
+            session, as_of - timedelta(days=7), recent, config, table, churned
+        )
         return cube, (now_peers, week_peers)
 
     async def _peers(
@@ -274,15 +287,21 @@ class Recomputer:
         days: int,
         config: MetricsConfig,
         table: dict[str, int],
+        churned: set[str],
     ) -> tuple[FloatArray, IntArray]:
-        """Every account's mean per day over the window before ``end``, and its segment code."""
-        segments = await repo.account_segments(session)
+        """Every (not churned) account's mean per day over the window before ``end``, and
+        its segment code."""
+        segments = [s for s in await repo.account_segments(session) if s[0] not in churned]
         index = {a: i for i, (a, _) in enumerate(segments)}
-        m_index = {k: j for j, k in enumerate(config.keys)}
-        levels = np.zeros((len(segments), len(m_index)))
-        for a, m, total in await repo.window_totals(session, end - timedelta(days=days), end):
-            if a in index and m in m_index:
-                levels[index[a], m_index[m]] = total / days
+        m_index: dict[str, list[int]] = {}
+        for j, key in enumerate(config.storage_keys):
+            m_index.setdefault(key, []).append(j)
+        levels = np.zeros((len(segments), len(config.metrics)))
+        start = end - timedelta(days=days)
+        for a, m, total in await repo.window_totals(session, start, end, config.storage_keys):
+            if a in index:
+                for j in m_index.get(m, ()):
+                    levels[index[a], j] = total / days
         return levels, _segment_codes([s for _, s in segments], table)
 
     async def _store_scores(

@@ -17,6 +17,7 @@ from services.health.models import (
     AlertRule,
     ConfigEntry,
     Contact,
+    Outcome,
     OwnerChange,
     Rollup,
     RollupUser,
@@ -363,12 +364,19 @@ async def owner_changes(session: AsyncSession, ids: list[str] | None) -> list[Ow
 
 
 async def load_rollups(
-    session: AsyncSession, start: date, end: date, ids: list[str] | None
+    session: AsyncSession,
+    start: date,
+    end: date,
+    ids: list[str] | None,
+    metrics: list[str] | None = None,
 ) -> list[tuple[str, str, date, float]]:
-    """Rollup rows with ``start <= day < end`` (of the given accounts, or all)."""
+    """Rollup rows with ``start <= day < end`` (of the given accounts, or all; of the
+    given metric keys, or all)."""
     query = select(Rollup.account_id, Rollup.metric, Rollup.day, Rollup.value).where(
         Rollup.day >= start, Rollup.day < end
     )
+    if metrics is not None:
+        query = query.where(Rollup.metric.in_(sorted(set(metrics))))
     if ids is None:
         return [tuple(r) for r in (await session.execute(query)).tuples()]  # type: ignore[misc]
     rows: list[tuple[str, str, date, float]] = []
@@ -384,24 +392,27 @@ PG_SERIES = text(
     "SELECT account_id, metric, array_agg(day - CAST(:start AS date)), array_agg(value) "
     "FROM rollups WHERE day >= :start AND day < :end "
     "AND (CAST(:ids AS varchar[]) IS NULL OR account_id = ANY(CAST(:ids AS varchar[]))) "
+    "AND metric = ANY(CAST(:metrics AS varchar[])) "
     "GROUP BY account_id, metric"
 )
 
 
 async def load_series(
-    session: AsyncSession, start: date, end: date, ids: list[str] | None
+    session: AsyncSession, start: date, end: date, ids: list[str] | None, metrics: list[str]
 ) -> list[Series]:
-    """Per account and metric, the days (as offsets from ``start``) and values in the window.
+    """Per account and metric (of ``metrics``: rollup keys), the days (as offsets from
+    ``start``) and values in the window.
 
     On PostgreSQL the grouping happens in the database: ~metrics rows per account
     instead of one per day, which is most of a full recompute's load time.
     """
+    metrics = sorted(set(metrics))
     if _is_pg(session):
-        params = {"start": start, "end": end, "ids": ids}
+        params = {"start": start, "end": end, "ids": ids, "metrics": metrics}
         result = await session.execute(PG_SERIES, params)
         return [(a, m, d, v) for a, m, d, v in result.tuples()]
     grouped: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-    for a, m, d, v in await load_rollups(session, start, end, ids):
+    for a, m, d, v in await load_rollups(session, start, end, ids, metrics):
         days, values = grouped.setdefault((a, m), ([], []))
         days.append((d - start).days)
         values.append(v)
@@ -409,12 +420,13 @@ async def load_series(
 
 
 async def window_totals(
-    session: AsyncSession, start: date, end: date
+    session: AsyncSession, start: date, end: date, metrics: list[str]
 ) -> list[tuple[str, str, float]]:
-    """Per account and metric, the sum over ``start <= day < end`` (segment medians)."""
+    """Per account and metric (rollup keys), the sum over ``start <= day < end``
+    (segment medians)."""
     result = await session.execute(
         select(Rollup.account_id, Rollup.metric, func.sum(Rollup.value))
-        .where(Rollup.day >= start, Rollup.day < end)
+        .where(Rollup.day >= start, Rollup.day < end, Rollup.metric.in_(sorted(set(metrics))))
         .group_by(Rollup.account_id, Rollup.metric)
     )
     return [(a, m, float(v or 0)) for a, m, v in result.tuples()]
@@ -423,6 +435,74 @@ async def window_totals(
 async def account_segments(session: AsyncSession) -> list[tuple[str, str | None]]:
     result = await session.execute(select(Account.account_id, Account.segment))
     return list(result.tuples())
+
+
+# outcomes and per-event metrics ----------------------------------------------------------
+
+
+async def status_outcomes(session: AsyncSession) -> list[tuple[str, str, date, int]]:
+    """Every churn and reactivation (account, type, at, id): who is churned on which day."""
+    result = await session.execute(
+        select(Outcome.account_id, Outcome.type, Outcome.at, Outcome.id).where(
+            Outcome.type.in_(("churned", "reactivated"))
+        )
+    )
+    return list(result.tuples())
+
+
+async def churned_with_alerts(session: AsyncSession, as_of: date) -> list[str]:
+    """Accounts churned by ``as_of`` that still have a not-resolved alert."""
+    result = await session.scalars(
+        select(Account.account_id).where(
+            Account.status == "churned",
+            Account.churned_at <= as_of,
+            Account.account_id.in_(select(Alert.account_id).where(Alert.status != "resolved")),
+        )
+    )
+    return list(result)
+
+
+async def outcomes_of(session: AsyncSession, account_id: str) -> list[Outcome]:
+    rows = await session.scalars(
+        select(Outcome)
+        .where(Outcome.account_id == account_id)
+        .order_by(Outcome.at.desc(), Outcome.id.desc())
+    )
+    return list(rows)
+
+
+async def outcomes_since(session: AsyncSession, since: date) -> list[Outcome]:
+    rows = await session.scalars(select(Outcome).where(Outcome.at >= since).order_by(Outcome.id))
+    return list(rows)
+
+
+async def event_volumes(
+    session: AsyncSession, start_30: date, start_90: date, end: date
+) -> list[tuple[str, float, float, int]]:
+    """Per ``event:`` rollup key: events over the last 30 and 90 days (``start <= day <
+    end``) and how many accounts had one in the last 30."""
+    recent = Rollup.day >= start_30
+    result = await session.execute(
+        select(
+            Rollup.metric,
+            func.sum(case((recent, Rollup.value), else_=0.0)),
+            func.sum(Rollup.value),
+            func.count(func.distinct(case((recent, Rollup.account_id), else_=None))),
+        )
+        .where(Rollup.metric.like("event:%"), Rollup.day >= start_90, Rollup.day < end)
+        .group_by(Rollup.metric)
+    )
+    return [(m, float(v30 or 0), float(v90 or 0), int(n or 0)) for m, v30, v90, n in result]
+
+
+async def active_account_count(session: AsyncSession, start: date, end: date) -> int:
+    """Accounts with any event in ``start <= day < end`` (the catalog's share base)."""
+    count = await session.scalar(
+        select(func.count(func.distinct(Rollup.account_id))).where(
+            Rollup.metric.like("event:%"), Rollup.day >= start, Rollup.day < end
+        )
+    )
+    return int(count or 0)
 
 
 # scores ----------------------------------------------------------------------------------

@@ -63,12 +63,26 @@ def _number(value: Any) -> float | None:
     return clamp(number) if math.isfinite(number) else None
 
 
-def aggregate(events: list[EventFacts], metrics: list[MetricDef]) -> Increments:
+def aggregate(
+    events: list[EventFacts],
+    metrics: list[MetricDef],
+    per_event: dict[str, tuple[str, str]] | None = None,
+) -> Increments:
+    """Increments of the configured metrics and, with ``per_event`` (event name -> its
+    rollup keys: events per day, distinct users per day), of every event name's own."""
     out = Increments()
+    metrics = [m for m in metrics if m.kind not in ("event_count", "event_users")]
+    added, users = out.added, out.users
     for ev in events:
         day = utc_day(ev.timestamp)
         first, last = out.days.get(ev.account_id, (day, day))
         out.days[ev.account_id] = (min(first, day), max(last, day))
+        if per_event is not None:
+            count, distinct = per_event[ev.event]
+            key = (ev.account_id, count, day)
+            added[key] = added.get(key, 0.0) + 1.0
+            if ev.user_key is not None:
+                users.add((ev.account_id, distinct, day, ev.user_key))
         for metric in metrics:
             if not metric.matches(ev.event):
                 continue

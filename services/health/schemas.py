@@ -74,8 +74,16 @@ class AccountOut(BaseModel):
     stage_changed_at: UtcDatetime | None = Field(
         default=None, description="when the current stage began; none = since first seen"
     )
+    status: Literal["active", "churned"] = "active"
+    churned_at: date | None = None
+    churn_reason: str | None = None
     health: ScoreOut | None = None
     contacts: list[ContactOut] | None = Field(default=None, description="single-account GET")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: str | None) -> str:
+        return value or "active"
 
 
 class AccountList(BaseModel):
@@ -220,3 +228,76 @@ class RecomputeOut(BaseModel):
     accounts: int
     scores_changed: int
     alerts: dict[str, int]
+
+
+class OutcomeIn(BaseModel):
+    """An outcome to record; the same (type, at) twice is one outcome."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["churned", "renewed", "downgraded", "upgraded", "reactivated", "active"] = Field(
+        description="'active' is the same as 'reactivated': the account is back"
+    )
+    at: IsoDate = Field(description="the day it happened (YYYY-MM-DD)")
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class OutcomeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    account_id: str
+    type: str
+    at: date
+    reason: str | None
+    source: str
+    mrr: float | None = Field(description="the account's MRR when it was recorded")
+    plan: str | None
+    segment: str | None
+    recorded_at: UtcDatetime
+
+
+class OutcomeList(BaseModel):
+    account_id: str
+    status: Literal["active", "churned"]
+    churned_at: date | None
+    items: list[OutcomeOut]
+
+
+class ChurnGroup(BaseModel):
+    accounts: int
+    mrr_lost: float
+    reason: str | None = None
+    segment: str | None = None
+    plan: str | None = None
+
+
+class OutcomeSummary(BaseModel):
+    since: date
+    until: date
+    churned: int = Field(description="churns in the window not followed by a reactivation")
+    won_back: int = Field(description="churns in the window the account came back from")
+    mrr_lost: float = Field(description="the churned accounts' MRR when they churned")
+    by_reason: list[ChurnGroup]
+    by_segment: list[ChurnGroup]
+    by_plan: list[ChurnGroup]
+    counts: dict[str, int] = Field(description="outcomes in the window, per type")
+
+
+class CatalogMetric(BaseModel):
+    name: str = Field(description="the event name ('(other)': names beyond the cap)")
+    slug: str
+    count_metric: str = Field(description="rollup key of its events per day")
+    users_metric: str = Field(description="rollup key of its distinct users per day")
+    events_30d: float
+    events_90d: float
+    accounts_30d: int
+    share_of_accounts: float = Field(description="accounts_30d / active_accounts_30d")
+
+
+class Catalog(BaseModel):
+    as_of: date
+    cap: int = Field(description="HEALTH_MAX_EVENT_METRICS")
+    registered: int
+    active_accounts_30d: int
+    metrics: list[CatalogMetric]

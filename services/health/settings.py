@@ -28,6 +28,8 @@ class HealthSettings(BaseServiceSettings):
     )
     outbox_interval_seconds: float = Field(default=1.0, alias="HEALTH_OUTBOX_INTERVAL", gt=0)
     alert_budget_per_csm: int = Field(default=20, alias="HEALTH_ALERT_BUDGET", ge=0)
+    # event names with rollups of their own; the rest share "other" (event:* / users:*)
+    max_event_metrics: int = Field(default=200, alias="HEALTH_MAX_EVENT_METRICS", ge=0, le=100_000)
 
     def today(self) -> date:
         return self.as_of or datetime.now(UTC).date()

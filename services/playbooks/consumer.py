@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.playbooks import repository
+from services.playbooks import churn, repository
 from services.playbooks.flows import GroupStarter, TeamDefaults
 from services.playbooks.models import Account, Contact, Task
 from services.playbooks.planning import TriggerFacts
@@ -198,6 +198,8 @@ def _key(record: Record) -> str:
 
 async def on_alert(starter: GroupStarter, env: Envelope, alert: AlertChanged) -> None:
     if env.type == "alert.resolved" or alert.status == "resolved":
+        if churn.resolved_for_churn(alert.details):
+            await churn.cancel_account(starter, env.account_id)
         await starter.flush()
         ids = await repository.resolve_alert(
             starter.session, env.account_id, alert.alert_id, now=starter.now
@@ -262,6 +264,8 @@ async def on_account(starter: GroupStarter, env: Envelope, msg: AccountUpserted)
     stage = _clip(msg.stage, ACCOUNT_TEXT_MAX["stage"])
     if stage is not None and stage != previous_stage:
         await enter_stage(starter, env, stage)
+    if churn.says_churned(msg.traits):
+        await churn.cancel_account(starter, env.account_id)
 
 
 async def enter_stage(starter: GroupStarter, env: Envelope, stage: str) -> None:

@@ -134,7 +134,7 @@ async def account_metrics(
     start = end - timedelta(days=days)
     config = await ctx.store.metrics()
     async with ctx.sessions() as session:
-        rows = await repo.load_rollups(session, start, end, [account_id])
+        rows = await repo.load_rollups(session, start, end, [account_id], config.storage_keys)
     by_key = {(m, d): v for _, m, d, v in rows}
     all_days = [start + timedelta(days=i) for i in range(days)]
     series = [
@@ -143,7 +143,7 @@ async def account_metrics(
             name=m.name,
             kind=m.kind,
             days=all_days,
-            values=[by_key.get((m.key, d), 0.0) for d in all_days],
+            values=[by_key.get((m.stored_as(), d), 0.0) for d in all_days],
         )
         for m in config.metrics
     ]
