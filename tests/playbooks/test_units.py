@@ -253,7 +253,9 @@ def test_recipients_and_context() -> None:
     assert req is not None
     assert [r.email for r in req.to] == ["b@c.test"]
     assert (req.idempotency_key, req.from_name, req.reply_to) == ("g1:s1", "Cam", "csm@x.test")
-    assert req.context["contact_name"] == "Bea" and req.context["extra"] == 1
+    assert [(r.name, r.role, r.contact_id) for r in req.to] == [("Bea", "Admin", "u2")]
+    assert "contact_name" not in req.context and "contact" not in req.context
+    assert req.context["extra"] == 1
     slack = _step(type="slack", recipients={"kind": "owner"}, from_owner=False)
     assert build_request(slack, account, [], csm, default_slack_channel=None) is None
     req = build_request(slack, account, [], csm, default_slack_channel="#cs")
