@@ -108,7 +108,8 @@ def test_the_recipient_wins_over_a_shared_request_context() -> None:
     """A request's context is one for all its recipients: a name in it never greets."""
     shared = {"contact_name": "Bob", "contact": {"name": "Bob Smith"}, "account_name": "Acme"}
     spec = email_spec(
-        subject="{{ recipient.first_name }}|{{ contact_name }}|{{ contact.name }}|{{ recipient.role }}",
+        subject="{{ recipient.first_name }}|{{ contact_name }}|{{ contact.name }}|"
+        "{{ recipient.role }}",
         text="x",
     )
     cy = recipient_context(name="  Cy   Young ", email="cy@x.test", role="billing")
