@@ -179,6 +179,11 @@ async def test_running_scheduler_sends_risk_checkins_after_the_review_window(
     await service.wait_contacts(account, 1)
     await service.alert(account, rule_type="band_drop", severity=4)
     await service.alert(account, rule_type="inactivity")
+    # The owner hears at once; the customer emails wait for the 15-minute review window.
+    [slack] = await _requests(service, account, 1, settle=0.6)
+    assert slack.template_id == "alert-owner-slack"
+    await service.wait_groups(account, 2)
+    service.clock.advance(minutes=15)
     sent = await _requests(service, account, 3)
     by_template = {r.template_id: r for r in sent}
     assert set(by_template) == {"alert-owner-slack", "adoption-checkin", "reengagement"}
