@@ -80,6 +80,7 @@ async def run(n: int, database_url: str | None) -> None:
             SMTP_HOST="127.0.0.1",
             SMTP_PORT=smtp_port,
             NOTIFY_POLL_INTERVAL=0.05,
+            NOTIFY_ACCOUNT_CAP=0,  # 20 emails per account here: the cap would defer most
         )
         ceiling = await raw_smtp(smtp_port, min(n, 500))
         run_id = uuid.uuid4().hex[:6]

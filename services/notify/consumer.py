@@ -46,6 +46,7 @@ LIMITS = {
     "step_key": 255,
 }
 MAX_RECIPIENTS = 1000  # a bigger audience is split into several requests by the sender
+ROLE_MAX = 100  # deliveries.recipient_role: a longer role is cut, it only feeds templates
 RECIPIENT_LIMITS = {"email": 320, "name": 300, "slack_channel": 320, "contact_id": 255}
 
 
@@ -130,6 +131,7 @@ def delivery_rows(
             "recipient": address.strip() if address else None,
             "recipient_name": recipient.name,
             "contact_id": recipient.contact_id,
+            "recipient_role": _storable(given.role, ROLE_MAX),
             "context": request.context,
             "from_name": request.from_name,
             "reply_to": request.reply_to,

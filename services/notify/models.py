@@ -43,6 +43,8 @@ class Delivery(Base):
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_recipient_sent", "recipient_key", "sent_at"),
         Index("ix_deliveries_account", "account_id", "created_at"),
+        Index("ix_deliveries_recipient_capped", "recipient_key", "capped_at"),
+        Index("ix_deliveries_account_capped", "account_id", "capped_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -54,6 +56,7 @@ class Delivery(Base):
     recipient: Mapped[str | None] = mapped_column(String(320))
     recipient_name: Mapped[str | None] = mapped_column(String(300))
     contact_id: Mapped[str | None] = mapped_column(String(255))
+    recipient_role: Mapped[str | None] = mapped_column(String(100))
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     from_name: Mapped[str | None] = mapped_column(String(300))
     reply_to: Mapped[str | None] = mapped_column(String(320))
@@ -75,8 +78,22 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # when this automated email took its place under the frequency caps (set in the same
+    # transaction that checked them, before the send; cleared when it fails for good)
+    capped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CapLock(Base):
+    """One row per capped key (``account:<id>``, ``contact:<recipient key>``): the cap
+    check locks it (an upsert: a row lock on PostgreSQL, the write lock on SQLite), so two
+    replicas cannot both count the same free slot and both send."""
+
+    __tablename__ = "cap_locks"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    touched_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class OutboxEvent(Base):

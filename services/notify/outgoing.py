@@ -16,6 +16,7 @@ from services.notify.rendering import (
     TemplateSpec,
     add_tracking,
     build_context,
+    recipient_context,
     render_email,
     render_slack,
 )
@@ -34,12 +35,14 @@ class OutgoingMessages:
         self.mailbox = settings.unsubscribe_mailto or unsubscribe_mailbox(settings.sender_address)
 
     def context(self, d: Delivery) -> dict[str, Any]:
-        """The request's context over the defaults; the recipient's first name, the CSM."""
-        return build_context(
-            d.context or {},
-            contact_name=(d.recipient_name or "").split(" ")[0] or None,
-            csm_name=d.from_name,
+        """The request's context over the defaults, with this delivery's own recipient
+        (``recipient.*``, ``contact_name``): built per delivery, never shared."""
+        recipient = recipient_context(
+            name=d.recipient_name,
+            email=d.recipient if d.channel == "email" else None,
+            role=d.recipient_role,
         )
+        return build_context(d.context or {}, recipient=recipient, csm_name=d.from_name)
 
     def slack(self, d: Delivery, template: TemplateSpec) -> RenderedSlack:
         return render_slack(template, self.context(d))

@@ -3,6 +3,12 @@
 Missing context keys never break a send: :data:`DEFAULT_CONTEXT` fills the well-known
 ones and any other unknown name renders as empty (``ChainableUndefined``). A template
 that cannot compile, or fails on its sample context, is refused by :func:`validate`.
+
+Each delivery renders with its own recipient: ``recipient.name``, ``recipient.first_name``,
+``recipient.email``, ``recipient.role`` are the person the message goes to, and
+``contact_name`` is that person's first name. A request's context is shared by all of its
+recipients, so person-naming keys in it (:data:`PERSON_VARIABLES`) are dropped before
+rendering and refused in templates on save: nobody is greeted by another person's name.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from jinja2 import ChainableUndefined, Template, TemplateError
+from jinja2 import ChainableUndefined, Template, TemplateError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -35,6 +41,32 @@ DEFAULT_CONTEXT: dict[str, Any] = {
     "task_group_id": "",
     "playbook_name": "",
 }
+# Request-context names that would carry one person's name (or address) to every
+# recipient of a request. Dropped from a request's context before rendering; a template
+# that reads one of them is refused on save. ``contact_name`` is among them: a template
+# stored before this rule still renders it, as the recipient's first name. People are
+# named through ``recipient.*`` (who receives it) and ``csm_name`` / ``csm.*`` (who sends).
+PERSON_VARIABLES = frozenset(
+    {
+        "contact",
+        "contact_name",
+        "contact_email",
+        "contacts",
+        "first_name",
+        "last_name",
+        "full_name",
+        "name",
+        "user",
+        "user_name",
+        "to",
+    }
+)
+SAMPLE_RECIPIENT: dict[str, Any] = {
+    "name": "Ada Lovelace",
+    "first_name": "Ada",
+    "email": "ada@example.com",
+    "role": "admin",
+}
 SAMPLE_CONTEXT: dict[str, Any] = {
     "account_name": "Acme Corp",
     "account_id": "acct-123",
@@ -47,6 +79,7 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "alert_title": "Usage dropped",
     "task_group_id": "tg-1",
     "playbook_name": "Adoption risk",
+    "recipient": SAMPLE_RECIPIENT,
 }
 
 
@@ -199,14 +232,79 @@ def _generate(field_name: str, template: Template, context: Mapping[str, Any]) -
     return "".join(parts)
 
 
-def build_context(context: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """Defaults, then what the request gave, then recipient facts the request left out."""
+def first_name(name: str | None) -> str | None:
+    """The first word of a name ("Ada Lovelace" -> "Ada"); None for no name."""
+    words = (name or "").split()
+    return words[0] if words else None
+
+
+def recipient_context(*, name: str | None, email: str | None, role: str | None) -> dict[str, Any]:
+    """``recipient.*`` of one delivery: the person this copy goes to ("" for what is not
+    known, so ``{{ recipient.first_name or 'there' }}`` reads naturally)."""
+    clean = " ".join((name or "").split())
+    return {
+        "name": clean,
+        "first_name": first_name(clean) or "",
+        "email": email or "",
+        "role": role or "",
+    }
+
+
+def build_context(
+    context: Mapping[str, Any], *, recipient: Mapping[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Defaults, then facts the request left out (``extra``, e.g. ``csm_name``), then what
+    the request gave without its person-naming keys, then this delivery's recipient.
+
+    ``recipient`` always wins: ``contact_name`` is the recipient's first name (else
+    "there") whatever the request said, so a shared context cannot greet the wrong person.
+    """
     merged = dict(DEFAULT_CONTEXT)
     for key, value in extra.items():
         if value not in (None, ""):
             merged[key] = value
-    merged.update({k: v for k, v in context.items() if v is not None})
+    merged.update({k: v for k, v in context.items() if v is not None and k not in PERSON_VARIABLES})
+    person = dict(recipient or recipient_context(name=None, email=None, role=None))
+    merged["recipient"] = person
+    merged["contact_name"] = person.get("first_name") or DEFAULT_CONTEXT["contact_name"]
     return merged
+
+
+def _parts(spec: TemplateSpec) -> list[tuple[str, str, str]]:
+    """(field, environment kind, source) of every part of a template."""
+    if spec.channel == "email":
+        found = [("subject", "text", spec.subject or "")]
+        found += [("html", "html", spec.html)] if spec.html else []
+        found += [("text", "text", spec.text)] if spec.text else []
+        return found
+    found = [("text", "slack", spec.text or "")]
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            found.append((path, "slack", value))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}")
+
+    walk(spec.blocks or [], "blocks")
+    return found
+
+
+def person_references(spec: TemplateSpec) -> list[tuple[str, str]]:
+    """(field, variable) for each part that reads a person-naming request variable.
+
+    Only free (undeclared) names count: ``{% set name = recipient.name %}`` is fine."""
+    found: list[tuple[str, str]] = []
+    for field_name, kind, source in _parts(spec):
+        try:
+            names = meta.find_undeclared_variables(_ENVS[kind].parse(source))
+        except TemplateError:
+            continue  # the compile check reports it
+        found += [(field_name, n) for n in sorted(names & PERSON_VARIABLES)]
+    return found
 
 
 _TAG = re.compile(r"<[^>]+>")
@@ -258,7 +356,18 @@ def render_slack(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedSlac
 
 
 def render_preview(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedEmail | RenderedSlack:
-    merged = build_context({**SAMPLE_CONTEXT, **spec.sample_context, **context})
+    given = {**SAMPLE_CONTEXT, **spec.sample_context, **context}
+    person = given.get("recipient")
+    recipient = (
+        recipient_context(
+            name=person.get("name") or person.get("first_name"),
+            email=person.get("email"),
+            role=person.get("role"),
+        )
+        if isinstance(person, Mapping)
+        else None
+    )
+    merged = build_context(given, recipient=recipient)
     return render_email(spec, merged) if spec.channel == "email" else render_slack(spec, merged)
 
 
@@ -271,6 +380,13 @@ def validate(spec: TemplateSpec) -> None:
             raise RenderError("html", "an email template needs html or text")
     elif not spec.text:
         raise RenderError("text", "a slack template needs text (the notification fallback)")
+    for field_name, name in person_references(spec):
+        raise RenderError(
+            field_name,
+            f"'{name}' would name a person from the request's context, the same for every "
+            "recipient; name the person the message goes to with recipient.name, "
+            "recipient.first_name, recipient.email or recipient.role",
+        )
     rendered = render_preview(spec, {})
     if isinstance(rendered, RenderedSlack):
         check_blocks(rendered.blocks)

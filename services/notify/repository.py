@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.notify.library import builtin_templates
 from services.notify.models import (
     WAITING,
+    CapLock,
     Delivery,
     Engagement,
     OutboxEvent,
@@ -134,26 +135,62 @@ async def get_delivery(session: AsyncSession, delivery_id: str) -> Delivery | No
     return await session.get(Delivery, delivery_id)
 
 
-async def automated_sends_by_recipient(
-    session: AsyncSession, recipient_keys: set[str], *, since: datetime
-) -> dict[str, list[datetime]]:
-    """When each recipient was last sent automated email (within the cap window)."""
-    if not recipient_keys:
-        return {}
-    rows = await session.execute(
-        select(Delivery.recipient_key, Delivery.sent_at).where(
-            Delivery.recipient_key.in_(recipient_keys),
-            Delivery.channel == "email",
-            Delivery.automated.is_(True),
-            Delivery.status == "sent",
-            Delivery.sent_at > since,
+async def lock_cap_keys(session: AsyncSession, keys: Sequence[str], *, now: datetime) -> None:
+    """Take the cap locks of ``keys`` for this transaction, one at a time in sorted order
+    (so two transactions never wait on each other in a cycle). An upsert: it creates the
+    row on first use and, either way, holds the row lock (PostgreSQL) or the database's
+    write lock (SQLite) until commit; a second replica checking the same key waits here
+    and then counts what the first one reserved."""
+    for key in sorted(set(keys)):
+        stmt = (
+            _insert(session, CapLock)
+            .values(key=key, touched_at=now)
+            .on_conflict_do_update(index_elements=["key"], set_={"touched_at": now})
+        )
+        await session.execute(stmt)
+
+
+def _capped(since: datetime, delivery_id: str) -> Any:
+    return and_(
+        Delivery.channel == "email",
+        Delivery.automated.is_(True),
+        Delivery.capped_at > since,
+        Delivery.id != delivery_id,
+    )
+
+
+async def capped_times_of_recipient(
+    session: AsyncSession, recipient_key: str, *, since: datetime, exclude_id: str
+) -> list[datetime]:
+    """When this contact's other automated emails took their cap slot, inside the window."""
+    rows = await session.scalars(
+        select(Delivery.capped_at).where(
+            Delivery.recipient_key == recipient_key, _capped(since, exclude_id)
         )
     )
-    found: dict[str, list[datetime]] = {}
-    for key, sent_at in rows.tuples():
-        if sent_at is not None:
-            found.setdefault(key, []).append(sent_at)
-    return found
+    return [t for t in rows if t is not None]
+
+
+async def capped_times_of_account(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    since: datetime,
+    exclude_id: str,
+    exclude_key: str,
+) -> list[datetime]:
+    """One time per other automated email (idempotency key) of the account inside the
+    window: its first recipient's slot. Co-recipients of one request share its slot."""
+    rows = await session.execute(
+        select(Delivery.idempotency_key, func.min(Delivery.capped_at))
+        .where(
+            Delivery.account_id == account_id,
+            Delivery.idempotency_key != exclude_key,
+            _capped(since, exclude_id),
+        )
+        .group_by(Delivery.idempotency_key)
+    )
+    return [t for _, t in rows.tuples() if t is not None]
 
 
 async def list_deliveries(

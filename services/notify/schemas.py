@@ -31,12 +31,14 @@ class DeliveryOut(BaseModel):
     template_id: str
     recipient: str | None
     recipient_name: str | None
+    recipient_role: str | None
     contact_id: str | None
     task_group_id: str | None
     step_key: str | None
     automated: bool
     status: str
     attempts: int
+    deferrals: int = Field(description="times a cap deferred it")
     next_attempt_at: datetime | None
     last_error: str | None
     provider_response: str | None

@@ -47,6 +47,12 @@ class NotifySettings(BaseServiceSettings):
     frequency_cap_window_seconds: float = Field(
         default=86_400, alias="NOTIFY_FREQUENCY_CAP_WINDOW", gt=0
     )
+    account_cap: int = Field(
+        default=3, alias="NOTIFY_ACCOUNT_CAP", ge=0, description="automated emails per account"
+    )
+    account_cap_window_seconds: float = Field(
+        default=604_800, alias="NOTIFY_ACCOUNT_CAP_WINDOW", gt=0
+    )
 
     max_attempts: int = Field(default=8, alias="NOTIFY_MAX_ATTEMPTS", ge=1, le=100)
     retry_base_seconds: float = Field(default=30.0, alias="NOTIFY_RETRY_BASE", gt=0)

@@ -67,11 +67,11 @@ def _without_secrets(raw: bytes) -> bytes:
 
 @dataclass
 class BatchFacts:
-    """Read once per claimed batch: templates, suppressed addresses, recent automated sends."""
+    """Read once per claimed batch: templates and suppressed addresses. (The caps are not
+    read here: they are checked per delivery under a database lock, see ``_admit``.)"""
 
     templates: dict[str, TemplateSpec]
     suppressed: set[str]
-    sent: dict[str, list[datetime]]
 
     def is_suppressed(self, email: str) -> bool:
         return email.strip().lower() in self.suppressed
@@ -206,17 +206,12 @@ class DeliveryWorker:
         return len(claimed)
 
     async def _facts(self, batch: list[Delivery], now: datetime) -> BatchFacts:
-        """What the checks need for a whole batch, in three queries instead of three each."""
-        window = timedelta(seconds=self.settings.frequency_cap_window_seconds)
+        """What the checks need for a whole batch, in two queries instead of two each."""
         emails = {d.recipient for d in batch if d.channel == "email" and d.recipient}
-        capped = {d.recipient_key for d in batch if d.channel == "email" and d.automated}
         async with self.sessions() as session:
             return BatchFacts(
                 templates=await repository.get_templates(session, {d.template_id for d in batch}),
                 suppressed=await repository.suppressed_among(session, emails),
-                sent=await repository.automated_sends_by_recipient(
-                    session, capped, since=now - window
-                ),
             )
 
     async def _process_all(self, deliveries: list[Delivery], facts: BatchFacts) -> None:
@@ -250,22 +245,56 @@ class DeliveryWorker:
             return await self._fail(d, "recipient has no email address", attempts=d.attempts)
         if d.channel == "email" and d.recipient and facts.is_suppressed(d.recipient):
             return await self._finish(d, "suppressed", detail="address is suppressed")
-        capped = d.channel == "email" and d.automated
-        if capped and (until := self._cap_until(facts.sent.get(d.recipient_key, []), now)):
-            return await self._defer(d, until)
+        if d.channel == "email" and d.automated and not await self._admit(d, now):
+            return None  # deferred until the caps allow it
         try:
             result = await self._send(d, template)
         except RenderError as exc:
             return await self._fail(d, f"template does not render: {exc}", attempts=d.attempts)
         SEND_ATTEMPTS.labels(d.channel, result.outcome).inc()
         await self._record(d, result)
-        if capped and result.outcome == "sent":
-            facts.sent.setdefault(d.recipient_key, []).append(self.clock())
 
-    def _cap_until(self, sent: list[datetime], now: datetime) -> datetime | None:
+    async def _admit(self, d: Delivery, now: datetime) -> bool:
+        """Check both caps and take a slot under them, or defer: one transaction holding
+        the account's and the contact's cap locks, so replicas cannot over-send.
+
+        A slot is this delivery's ``capped_at``, committed before the send; other replicas
+        count it from then on. The per-contact cap counts the contact's automated emails,
+        the per-account cap the account's automated emails (one per request, whatever the
+        number of its recipients).
+        """
         s = self.settings
-        window = timedelta(seconds=s.frequency_cap_window_seconds)
-        return next_allowed(sent, now=now, cap=s.frequency_cap, window=window)
+        contact_window = timedelta(seconds=s.frequency_cap_window_seconds)
+        account_window = timedelta(seconds=s.account_cap_window_seconds)
+        keys = [f"account:{d.account_id}"] if s.account_cap > 0 else []
+        keys += [f"contact:{d.recipient_key}"] if s.frequency_cap > 0 else []
+        waits: list[tuple[datetime, str]] = []
+        async with self._writing() as session:
+            await repository.lock_cap_keys(session, keys, now=now)
+            if s.frequency_cap > 0:
+                times = await repository.capped_times_of_recipient(
+                    session, d.recipient_key, since=now - contact_window, exclude_id=d.id
+                )
+                until = next_allowed(times, now=now, cap=s.frequency_cap, window=contact_window)
+                if until is not None:
+                    waits.append((until, "frequency cap"))
+            if s.account_cap > 0:
+                times = await repository.capped_times_of_account(
+                    session,
+                    d.account_id,
+                    since=now - account_window,
+                    exclude_id=d.id,
+                    exclude_key=d.idempotency_key,
+                )
+                until = next_allowed(times, now=now, cap=s.account_cap, window=account_window)
+                if until is not None:
+                    waits.append((until, "account cap"))
+            if waits:
+                until, cap = max(waits)
+                await self._defer(session, d, until, cap=cap, now=now)
+                return False
+            await repository.set_delivery(session, d.id, capped_at=now)
+        return True
 
     async def _send(self, d: Delivery, template: TemplateSpec) -> SendResult:
         if d.channel == "slack":
@@ -353,6 +382,8 @@ class DeliveryWorker:
             )
         if detail and status != "sent":
             values["last_error"] = detail[:2000]
+        if status == "failed":
+            values["capped_at"] = None  # never delivered: its cap slot goes back
         event = self._event(d, status, attempts, detail)
         async with self._writing() as session:
             await repository.set_delivery(session, d.id, **values)
@@ -382,24 +413,26 @@ class DeliveryWorker:
         )
         await self._finish(d, "failed", attempts=attempts, detail=detail, extra_outbox=[dead])
 
-    async def _defer(self, d: Delivery, until: datetime) -> None:
-        """Over the frequency cap: wait for the window, never drop. Published once."""
-        now = self.clock()
-        detail = f"frequency cap: next allowed at {until.isoformat()}"
+    async def _defer(
+        self, session: AsyncSession, d: Delivery, until: datetime, *, cap: str, now: datetime
+    ) -> None:
+        """Over a cap: wait for its window, never drop. Published once. The caller's
+        transaction (the one holding the cap locks) stores it."""
+        detail = f"{cap}: next allowed at {until.isoformat()}"
         DELIVERIES.labels(d.channel, "deferred").inc()
-        async with self._writing() as session:
-            await repository.set_delivery(
-                session,
-                d.id,
-                status="deferred",
-                deferrals=d.deferrals + 1,
-                next_attempt_at=until,
-                lease_until=None,
-                last_error=detail,
-                updated_at=now,
+        await repository.set_delivery(
+            session,
+            d.id,
+            status="deferred",
+            deferrals=d.deferrals + 1,
+            next_attempt_at=until,
+            lease_until=None,
+            last_error=detail,
+            capped_at=None,
+            updated_at=now,
+        )
+        if d.deferrals == 0:
+            event = self._event(d, "deferred", d.attempts, detail)
+            await repository.add_outbox(
+                session, [repository.outbox_row(topics.NOTIFY_DELIVERIES, event, now=now)]
             )
-            if d.deferrals == 0:
-                event = self._event(d, "deferred", d.attempts, detail)
-                await repository.add_outbox(
-                    session, [repository.outbox_row(topics.NOTIFY_DELIVERIES, event, now=now)]
-                )

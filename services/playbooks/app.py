@@ -46,7 +46,11 @@ def create_app(
     """``clock`` is the service's "now" (tests move it on to make steps due)."""
     settings = settings or PlaybooksSettings()
     now = clock or utcnow
-    defaults = TeamDefaults(team=settings.default_team, capacity=settings.default_capacity)
+    defaults = TeamDefaults(
+        team=settings.default_team,
+        capacity=settings.default_capacity,
+        review_minutes=settings.review_minutes,
+    )
 
     async def on_start(runtime: ServiceRuntime) -> Sequence[Component]:
         if settings.load_library:

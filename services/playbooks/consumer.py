@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import structlog
 from sqlalchemy import select
@@ -329,9 +330,20 @@ async def change_owner(
             )
 
 
+def primary_trait(traits: dict[str, Any]) -> bool | None:
+    """The ``primary`` trait as a bool (true/"true"/"yes"/1), or None when not given."""
+    value = traits.get("primary")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "yes", "1")
+    return value is True or value == 1
+
+
 def on_contact(starter: GroupStarter, env: Envelope, msg: ContactUpserted) -> None:
     """Keep the contact; a user id too long to key it is dropped, an email too long to be
-    one is left out, the name and role are cut to their columns."""
+    one is left out, the name and role are cut to their columns. ``last_seen_at`` (the
+    identify's time) only moves forward: a late, older identify changes nothing known."""
     now = starter.now
     if len(msg.user_id) > ID_MAX:
         log.warning("playbooks.contact_ignored", reason="user_id too long", id=msg.user_id[:80])
@@ -346,9 +358,18 @@ def on_contact(starter: GroupStarter, env: Envelope, msg: ContactUpserted) -> No
         contact = Contact(account_id=env.account_id, user_id=msg.user_id, updated_at=now)
         starter.contacts[(env.account_id, msg.user_id)] = contact
         starter.session.add(contact)
+    # An identify older than the one stored only fills what is still unknown.
+    newer = contact.last_seen_at is None or env.occurred_at >= contact.last_seen_at
     for name, value in values.items():
-        if value is not None:
+        if value is not None and (newer or getattr(contact, name) is None):
             setattr(contact, name, value)
+    primary = primary_trait(msg.traits)
+    if primary is not None and newer:
+        contact.is_primary = primary
+    elif contact.is_primary is None:
+        contact.is_primary = False
+    if newer:
+        contact.last_seen_at = env.occurred_at
     contact.updated_at = now
 
 

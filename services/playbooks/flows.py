@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
@@ -35,7 +35,7 @@ from services.playbooks.planning import (
     conditions_hold,
     plan_steps,
 )
-from services.playbooks.templates import PlaybookTemplate, exit_events
+from services.playbooks.templates import PlaybookTemplate, Step, exit_events
 
 
 def new_id() -> str:
@@ -72,6 +72,30 @@ def facts_of(account: Account | None, account_id: str, owner_hint: str | None) -
 class TeamDefaults:
     team: str = "default"
     capacity: int = 25
+    review_minutes: float = 15.0  # PLAYBOOKS_REVIEW_MINUTES
+
+
+def review_delay(step: Step, *, trigger_kind: str, default_minutes: float) -> timedelta:
+    """How long a step waits after its due time for the CSM's review.
+
+    The step's own ``delay_minutes`` when given; else ``default_minutes`` for a day-0
+    email to the customer of an alert-started group (the alert may be a blip: the CSM
+    gets a chance to look, and a resolved alert cancels the send); else none."""
+    if not step.automated:
+        return timedelta(0)
+    if step.delay_minutes is not None:
+        return timedelta(minutes=step.delay_minutes)
+    if trigger_kind == "alert" and step.due_days == 0 and step.to_contacts:
+        return timedelta(minutes=default_minutes)
+    return timedelta(0)
+
+
+def recipients_json(step: Step) -> dict[str, Any] | None:
+    """The recipients spec a task keeps: an email to contacts carries its audience."""
+    if step.to_contacts and step.type == "email":
+        spec = step.to.model_dump(mode="json") if step.to else {"kind": "contacts"}
+        return {**spec, "audience": step.effective_audience().model_dump(mode="json")}
+    return step.to.model_dump(mode="json") if step.to else None
 
 
 @dataclass(slots=True)
@@ -275,6 +299,10 @@ class GroupStarter:
     def _task(self, group: TaskGroup, plan: StepPlan, facts: AccountFacts) -> dict[str, Any]:
         step = plan.step
         task_assignee = group.assignee
+        delay = review_delay(
+            step, trigger_kind=group.trigger_kind, default_minutes=self.defaults.review_minutes
+        )
+        send_after = plan.due_at + delay if step.automated else None
         if step.assignee is not None and plan.needs_person:
             own = assign(
                 self.team,
@@ -298,11 +326,12 @@ class GroupStarter:
             status=plan.status,
             assignee=task_assignee,
             due_at=plan.due_at,
-            send_after=plan.due_at if step.automated else None,
+            send_after=send_after,
+            review_until=send_after if delay > timedelta(0) else None,
             completed_at=self.now if plan.status != "open" else None,
             detail=plan.detail,
             template_id=step.template_id,
-            recipients=step.to.model_dump(mode="json") if step.to else None,
+            recipients=recipients_json(step),
             from_owner=step.from_owner,
             step_context=step.context,
             delivery_attempts=0,

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -105,6 +106,10 @@ class Contact(Base):
     email: Mapped[str | None] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(300))
     role: Mapped[str | None] = mapped_column(String(100))
+    # the ``primary: true`` trait: one of the account's main contacts (an email step's
+    # ``primary`` audience), and when the account last identified this person
+    is_primary: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_seen_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
 
 
@@ -194,6 +199,9 @@ class Task(Base):
     assignee: Mapped[str | None] = mapped_column(String(320))
     due_at: Mapped[datetime]
     send_after: Mapped[datetime | None]
+    # the end of a customer-facing step's review window (the CSM may skip it until then;
+    # an alert-started group's step is sent only if one of its alerts is still open)
+    review_until: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     detail: Mapped[str | None] = mapped_column(String(1000))
     template_id: Mapped[str | None] = mapped_column(String(200))

@@ -1,16 +1,23 @@
 """The notify request of a due email/Slack step: recipients and template context. Pure.
 
 Recipients are resolved at send time, not at group start, so contacts that arrive after
-the trigger (a new account's first ``identify`` calls) still get the welcome email.
+the trigger (a new account's first ``identify`` calls) still get the welcome email. An
+email to contacts reaches its step's audience only (``primary`` unless it says otherwise),
+and each recipient carries their own name, email and role: notify renders one copy per
+person, so the request's context names nobody.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from services.playbooks.planning import AccountFacts
+from services.playbooks.templates import ADMIN_ROLES, PRIMARY_FALLBACK
 from shared.messages import NotifyRequested, Recipient
+
+NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +26,8 @@ class ContactFacts:
     email: str | None
     name: str | None
     role: str | None
+    primary: bool = False
+    last_seen_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +76,45 @@ def recipients_for(
                 else []
             )
         return [Recipient(email=csm.email, name=csm.name)] if csm else []
-    roles = {r.lower() for r in spec.get("roles") or []}
     return [
-        Recipient(email=c.email, name=c.name, contact_id=c.user_id)
-        for c in sorted(contacts, key=lambda c: c.user_id)
-        if c.email and (not roles or (c.role or "").lower() in roles)
+        Recipient(email=c.email, name=c.name, role=c.role, contact_id=c.user_id)
+        for c in audience_of(spec, contacts)
     ]
 
 
-def template_context(
-    step: DueStep, account: AccountFacts, to: list[Recipient], csm: CsmFacts | None
-) -> dict[str, Any]:
-    """What the notify template may use; the step's own ``context`` wins on clashes."""
-    first = to[0] if to else None
+def _role(contact: ContactFacts) -> str:
+    return (contact.role or "").strip().lower()
+
+
+def audience_of(spec: dict[str, Any], contacts: list[ContactFacts]) -> list[ContactFacts]:
+    """The contacts (with an email) an email step reaches, by its stored audience.
+
+    ``roles``: those with one of the roles; ``all``: everyone; ``primary`` (the default,
+    also for steps stored before audiences): the primary contacts (trait ``primary`` or
+    an admin/owner role), else the :data:`PRIMARY_FALLBACK` most recently seen.
+    A legacy ``roles`` list on the recipients spec reads as a roles audience.
+    """
+    reachable = sorted((c for c in contacts if c.email), key=lambda c: c.user_id)
+    audience = spec.get("audience") or (
+        {"kind": "roles", "roles": spec["roles"]} if spec.get("roles") else {"kind": "primary"}
+    )
+    kind = audience.get("kind", "primary")
+    if kind == "all":
+        return reachable
+    if kind == "roles":
+        roles = {r.strip().lower() for r in audience.get("roles") or []}
+        return [c for c in reachable if _role(c) in roles]
+    primary = [c for c in reachable if c.primary or _role(c) in ADMIN_ROLES]
+    if primary:
+        return primary
+    recent = sorted(reachable, key=lambda c: c.last_seen_at or NEVER, reverse=True)
+    return sorted(recent[:PRIMARY_FALLBACK], key=lambda c: c.user_id)
+
+
+def template_context(step: DueStep, account: AccountFacts, csm: CsmFacts | None) -> dict[str, Any]:
+    """What the notify template may use; the step's own ``context`` wins on clashes.
+
+    Nothing here names a recipient: notify adds ``recipient.*`` per delivery."""
     account_ctx = {
         "id": account.account_id,
         "name": account.name or account.account_id,
@@ -95,10 +130,6 @@ def template_context(
     return {
         "account": account_ctx,
         "account_name": account_ctx["name"],
-        "contact_name": first.name if first and first.contact_id else None,
-        "contact": {"name": first.name, "email": first.email}
-        if first and first.contact_id
-        else None,
         "csm": csm_ctx,
         "csm_name": csm.name if csm else None,
         "csm_email": csm.email if csm else None,
@@ -135,7 +166,7 @@ def build_request(
         channel="slack" if step.type == "slack" else "email",
         template_id=step.template_id,
         to=to,
-        context=template_context(step, account, to, csm),
+        context=template_context(step, account, csm),
         from_name=csm.name if (step.from_owner and csm) else None,
         reply_to=csm.email if (step.from_owner and csm) else None,
         task_group_id=step.task_group_id,

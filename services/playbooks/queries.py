@@ -55,6 +55,8 @@ def task_out(task: Task, now: datetime, comments: list[TaskComment] | None = Non
         detail=task.detail,
         template_id=task.template_id,
         send_after=task.send_after,
+        review_until=task.review_until,
+        pending_send=task.automated and task.status == "open",
         sent_at=task.sent_at,
         delivery=delivery,
         comments=None

@@ -320,6 +320,23 @@ async def resolve_alert(
     ]
 
 
+async def groups_with_open_alerts(session: AsyncSession, group_ids: Iterable[str]) -> set[str]:
+    """Those of the groups that took at least one alert not resolved yet."""
+    ids = list(set(group_ids))
+    if not ids:
+        return set()
+    rows = await session.scalars(
+        select(GroupTrigger.task_group_id)
+        .where(
+            GroupTrigger.task_group_id.in_(ids),
+            GroupTrigger.kind == "alert",
+            GroupTrigger.resolved_at.is_(None),
+        )
+        .distinct()
+    )
+    return set(rows)
+
+
 async def groups_exited_by_stage(session: AsyncSession, account_id: str, stage: str) -> list[str]:
     groups = await session.scalars(
         select(TaskGroup).where(TaskGroup.account_id == account_id, TaskGroup.status == "open")

@@ -32,6 +32,7 @@ from shared.kafka import Publisher
 
 log = structlog.get_logger(__name__)
 SOURCE = "playbooks"
+ALERT_GONE = "not sent: the alert was resolved during the review window"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,8 @@ class StepScheduler:
             rows: list[tuple[Task, TaskGroup]] = [(t, g) for t, g in await session.execute(query)]
             if not rows:
                 return 0
-            envelopes, sent = await self._requests(session, rows, now)
+            ready = await self._past_review(session, rows, now)
+            envelopes, sent = await self._requests(session, ready, now)
             await self.publisher.publish_many((topics.NOTIFY_REQUESTS, e) for e in envelopes)
             for task in sent:
                 task.status, task.sent_at, task.completed_at = "done", now, now
@@ -125,6 +127,25 @@ class StepScheduler:
             )
         self.sent_total += len(envelopes)
         return len(rows)
+
+    async def _past_review(
+        self, session: AsyncSession, rows: list[tuple[Task, TaskGroup]], now: datetime
+    ) -> list[tuple[Task, TaskGroup]]:
+        """Steps whose review window ended go out only while their alert is still open: an
+        alert-started group none of whose alerts is open any more cancels them."""
+        reviewed = {
+            g.id for t, g in rows if t.review_until is not None and g.trigger_kind == "alert"
+        }
+        still_open = await repository.groups_with_open_alerts(session, reviewed)
+        ready = []
+        for task, group in rows:
+            if group.id in reviewed and group.id not in still_open:
+                task.status, task.completed_at = "cancelled", now
+                task.detail = ALERT_GONE
+                log.info("playbooks.step_cancelled", task=task.id, reason="alert resolved")
+            else:
+                ready.append((task, group))
+        return ready
 
     async def _requests(
         self, session: AsyncSession, rows: list[tuple[Task, TaskGroup]], now: datetime
@@ -145,7 +166,7 @@ class StepScheduler:
             csm_row = csms.get(group.assignee or facts.owner or "")
             csm = CsmFacts(csm_row.email, csm_row.name, csm_row.slack_id) if csm_row else None
             people = [
-                ContactFacts(c.user_id, c.email, c.name, c.role)
+                ContactFacts(c.user_id, c.email, c.name, c.role, c.is_primary, c.last_seen_at)
                 for c in contacts.get(group.account_id, [])
             ]
             request = build_request(

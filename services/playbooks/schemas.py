@@ -51,6 +51,8 @@ class ContactOut(BaseModel):
     email: str | None
     name: str | None
     role: str | None
+    primary: bool = Field(description="trait primary: true (a primary-audience contact)")
+    last_seen_at: datetime | None
 
 
 class AccountOut(BaseModel):
@@ -129,7 +131,13 @@ class TaskOut(BaseModel):
     completed_at: datetime | None
     detail: str | None
     template_id: str | None
-    send_after: datetime | None
+    send_after: datetime | None = Field(description="when an email/slack step is sent")
+    review_until: datetime | None = Field(
+        description="end of the step's review window: skip it before then to not send it"
+    )
+    pending_send: bool = Field(
+        description="an email/slack step not sent yet (POST /v1/tasks/{id}/skip cancels it)"
+    )
     sent_at: datetime | None
     delivery: Delivery | None
     comments: list[CommentOut] | None = None

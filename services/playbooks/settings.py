@@ -24,4 +24,11 @@ class PlaybooksSettings(BaseServiceSettings):
     no_recipient_give_up_days: float = Field(
         default=3.0, alias="PLAYBOOKS_NO_RECIPIENT_GIVE_UP_DAYS", ge=0
     )
+    review_minutes: float = Field(
+        default=15.0,
+        alias="PLAYBOOKS_REVIEW_MINUTES",
+        ge=0,
+        le=10080,
+        description="review window of a day-0 customer email of an alert-started group",
+    )
     load_library: bool = Field(default=True, alias="PLAYBOOKS_LOAD_LIBRARY")

@@ -95,6 +95,40 @@ class Recipients(Strict):
         return self
 
 
+AudienceKind = Literal["primary", "all", "roles"]
+ADMIN_ROLES = ("admin", "owner")  # a contact with one of these roles is a primary contact
+PRIMARY_FALLBACK = 3  # without primary contacts: this many most recently seen ones
+
+
+class Audience(Strict):
+    """Which of the account's contacts an email step reaches. ``primary``: contacts with
+    the trait ``primary: true`` or an admin/owner role, else the 3 most recently seen;
+    ``roles``: contacts with one of ``roles``; ``all``: every contact (only when asked).
+
+    YAML may say ``audience: primary``, ``audience: all`` or ``audience: {roles: [...]}``.
+    """
+
+    kind: AudienceKind = "primary"
+    roles: list[RoleName] = Field(default_factory=list, max_length=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_forms(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"kind": data}
+        if isinstance(data, dict) and "roles" in data and "kind" not in data:
+            return {**data, "kind": "roles"}
+        return data
+
+    @model_validator(mode="after")
+    def _roles_fit_kind(self) -> Audience:
+        if self.kind == "roles" and not self.roles:
+            raise ValueError("audience roles needs at least one role")
+        if self.kind != "roles" and self.roles:
+            raise ValueError(f"audience {self.kind} takes no roles (use {{roles: [...]}})")
+        return self
+
+
 class Condition(Strict):
     """The account (or the alert) must match, checked at group start. ``when_missing`` is
     the answer when the account does not have the field (mrr unknown...)."""
@@ -123,6 +157,18 @@ class Step(Strict):
     assignee: Assignee | None = None
     template_id: str | None = Field(default=None, min_length=1, max_length=200)
     to: Recipients | None = None
+    audience: Audience | None = Field(
+        default=None,
+        description="email steps to contacts: primary (the default), all, or {roles: [...]}",
+    )
+    delay_minutes: float | None = Field(
+        default=None,
+        ge=0,
+        le=10080,
+        description="email/slack: a review window after the due time, in which the CSM "
+        "sees the pending send and can skip it; unset = PLAYBOOKS_REVIEW_MINUTES for a "
+        "day-0 email to contacts of an alert-started group, else none",
+    )
     from_owner: bool = Field(default=False, description="send as the CSM (from_name)")
     conditions: list[Condition] = Field(default_factory=list, max_length=20)
     context: dict[str, Any] = Field(default_factory=dict)
@@ -138,6 +184,19 @@ class Step(Strict):
     @property
     def automated(self) -> bool:
         return self.type != "task"
+
+    @property
+    def to_contacts(self) -> bool:
+        """An email to the account's contacts (the customer), not to the CSM."""
+        return self.type == "email" and (self.to is None or self.to.kind == "contacts")
+
+    def effective_audience(self) -> Audience:
+        """The step's audience; a legacy ``to: {roles: [...]}`` reads as those roles."""
+        if self.audience is not None:
+            return self.audience
+        if self.to is not None and self.to.roles:
+            return Audience(kind="roles", roles=list(self.to.roles))
+        return Audience()
 
 
 class ExitCondition(Strict):
@@ -304,6 +363,15 @@ def _semantic_problems(template: PlaybookTemplate) -> list[Problem]:
             problems.append(
                 Problem(loc=["steps", i, "to", "kind"], msg="slack goes to the owner or a channel")
             )
+        if step.audience is not None and not step.to_contacts:
+            msg = "only an email step to contacts has an audience"
+            problems.append(Problem(loc=["steps", i, "audience"], msg=msg))
+        if step.audience is not None and step.to is not None and step.to.roles:
+            msg = "give the roles in audience: {roles: [...]}, not in to"
+            problems.append(Problem(loc=["steps", i, "to", "roles"], msg=msg))
+        if step.delay_minutes is not None and not step.automated:
+            msg = "only email and slack steps wait for a review window"
+            problems.append(Problem(loc=["steps", i, "delay_minutes"], msg=msg))
         if step.type == "task" and (step.to is not None or step.template_id):
             loc: list[str | int] = ["steps", i, "to" if step.to is not None else "template_id"]
             problems.append(Problem(loc=loc, msg="only email and slack steps are sent"))

@@ -100,6 +100,8 @@ FAST_LOOPS = {
     # names and ignores the rest
     "HEALTH_DEBOUNCE_SECONDS": "0.3",
     "NOTIFY_POLL_INTERVAL": "0.3",
+    # a 3 s review window before an alert's customer email (15 minutes by default)
+    "PLAYBOOKS_REVIEW_MINUTES": "0.05",
 }
 
 

@@ -38,7 +38,7 @@ CUSTOM = {
     "name": "QBR invite",
     "channel": "email",
     "subject": "QBR for {{ account_name }}",
-    "html": "<p>Hi {{ contact_name }}, {{ csm_name }} here. <a href='https://cal.example/qbr'>Book</a></p>",
+    "html": "<p>Hi {{ recipient.first_name }}, {{ csm_name }} here. <a href='https://cal.example/qbr'>Book</a></p>",
 }
 
 

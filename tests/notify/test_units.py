@@ -22,6 +22,7 @@ from services.notify.rendering import (
     TemplateSpec,
     add_tracking,
     build_context,
+    recipient_context,
     render_email,
     render_slack,
     validate,
@@ -96,10 +97,43 @@ def test_html_is_autoescaped_text_is_not_and_subject_has_no_newlines() -> None:
 
 
 def test_missing_keys_render_with_defaults_or_empty() -> None:
-    ctx = build_context({"account_name": None, "score": 0}, contact_name="Ada")
+    ada = recipient_context(name="Ada Lovelace", email="ada@x.test", role=None)
+    ctx = build_context({"account_name": None, "score": 0}, recipient=ada)
     spec = email_spec(subject="{{ account_name }}/{{ contact_name }}/{{ score }}/{{ nope.deep }}!")
     assert render_email(spec, ctx).subject == "your team/Ada/0/!"
     assert render_email(spec, build_context({})).subject == "your team/there//!"
+
+
+def test_the_recipient_wins_over_a_shared_request_context() -> None:
+    """A request's context is one for all its recipients: a name in it never greets."""
+    shared = {"contact_name": "Bob", "contact": {"name": "Bob Smith"}, "account_name": "Acme"}
+    spec = email_spec(
+        subject="{{ recipient.first_name }}|{{ contact_name }}|{{ contact.name }}|"
+        "{{ recipient.role }}",
+        text="x",
+    )
+    cy = recipient_context(name="  Cy   Young ", email="cy@x.test", role="billing")
+    assert render_email(spec, build_context(shared, recipient=cy)).subject == "Cy|Cy||billing"
+    nobody = build_context(shared)
+    assert render_email(spec, nobody).subject == "|there||"
+
+
+@pytest.mark.parametrize(
+    ("field", "source", "name"),
+    [
+        ("subject", "Hello {{ contact_name }}", "contact_name"),
+        ("html", "<p>Dear {{ contact.name }}</p>", "contact"),
+        ("text", "{% for c in contacts %}{{ c }}{% endfor %}", "contacts"),
+        ("text", "Hi {{ first_name }}", "first_name"),
+    ],
+)
+def test_a_template_naming_a_request_person_is_refused(field: str, source: str, name: str) -> None:
+    parts = {"subject": "ok", "text": "ok", field: source}
+    with pytest.raises(RenderError) as err:
+        validate(email_spec(**parts))
+    assert err.value.field == field and f"'{name}'" in str(err.value)
+    # A local variable of the same name is the template's own, and recipient.* is allowed.
+    validate(email_spec(subject="ok", text="{% set name = recipient.first_name %}Hi {{ name }}"))
 
 
 def test_sandbox_refuses_unsafe_access_and_validate_names_the_field() -> None:

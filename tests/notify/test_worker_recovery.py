@@ -99,7 +99,13 @@ async def test_a_batch_past_the_drivers_bind_limits_is_stored_whole(
     # each row keeps only its own recipient: storage grows with recipients, not their square
     kept = Envelope.parse(rows[0]["request_envelope"])  # type: ignore[arg-type]
     assert kept.data["to"] == [
-        {"email": "u0@x.test", "name": None, "slack_channel": None, "contact_id": None}
+        {
+            "email": "u0@x.test",
+            "name": None,
+            "role": None,
+            "slack_channel": None,
+            "contact_id": None,
+        }
     ]
 
 

@@ -193,7 +193,8 @@ async def playbooks(
 async def live_playbooks(
     broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path
 ) -> AsyncIterator[Playbooks]:
-    """The same with its own scheduler running every 0.2 s on the real clock."""
+    """The same with its own scheduler running every 0.2 s on the real clock (and a short
+    review window, so alert-started customer emails go out 1.2 s after their group)."""
     db_url = await database_url("playbooks")
     async with running(
         broker,
@@ -201,6 +202,7 @@ async def live_playbooks(
         tmp_path,
         PLAYBOOKS_SCHEDULER_ENABLED=True,
         PLAYBOOKS_SCHEDULER_INTERVAL=0.2,
+        PLAYBOOKS_REVIEW_MINUTES=0.02,  # a 1.2 s review window on the real clock
     ) as service:
         yield service
 

@@ -31,7 +31,12 @@ async def test_alert_starts_matching_group_assigned_to_owner_with_due_dates(
     assert {t["assignee"] for t in steps.values()} == {ann}
     assert _at(steps["review-data"]["due_at"]) - started == timedelta(days=1)
     assert _at(steps["call"]["due_at"]) - started == timedelta(days=3)
-    assert _at(steps["checkin-email"]["send_after"]) == started  # day 0: at once
+    # Day 0, after the review window: pending (the CSM may skip it) until it ends.
+    checkin = steps["checkin-email"]
+    assert _at(checkin["send_after"]) - started == timedelta(minutes=15)
+    assert checkin["review_until"] == checkin["send_after"] and checkin["pending_send"]
+    assert _at(steps["owner-slack"]["send_after"]) == started  # the owner hears at once
+    assert steps["owner-slack"]["review_until"] is None
     assert steps["checkin-email"]["automated"] and not steps["call"]["automated"]
 
     # The owner joined the team on their own.

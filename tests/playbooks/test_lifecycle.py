@@ -43,7 +43,14 @@ async def test_new_onboarding_account_starts_onboarding_plays_and_welcome_goes_a
     await playbooks.account(account, name="Big Co", owner=owner, stage="onboarding", mrr=8000)
     await playbooks.contact(account, "u1", email="pat@big.test", name="Pat", role="admin")
     [contact] = await playbooks.wait_contacts(account, 1)
-    assert contact == {"user_id": "u1", "email": "pat@big.test", "name": "Pat", "role": "admin"}
+    assert contact.pop("last_seen_at") is not None
+    assert contact == {
+        "user_id": "u1",
+        "email": "pat@big.test",
+        "name": "Pat",
+        "role": "admin",
+        "primary": False,
+    }
     groups = await playbooks.wait_groups(account, 3)
     assert sorted(g["playbook_id"] for g in groups) == [
         "onboarding-1-kickoff",
@@ -63,10 +70,10 @@ async def test_new_onboarding_account_starts_onboarding_plays_and_welcome_goes_a
     kickoff = next(g for g in groups if g["playbook_id"] == "onboarding-1-kickoff")
     assert welcome.template_id == "welcome"
     assert welcome.idempotency_key == f"{kickoff['id']}:welcome-email"
-    assert [(t.email, t.name) for t in welcome.to] == [("pat@big.test", "Pat")]
+    assert [(t.email, t.name, t.role) for t in welcome.to] == [("pat@big.test", "Pat", "admin")]
     assert welcome.from_name == "Dee Diaz" and welcome.reply_to == owner
     assert welcome.context["account_name"] == "Big Co"
-    assert welcome.context["contact_name"] == "Pat"
+    assert "contact_name" not in welcome.context  # notify greets each recipient itself
     assert welcome.context["csm"]["email"] == owner
 
     # Churning exits the onboarding plays (their stage_changed exit) and cancels the rest.
@@ -85,7 +92,7 @@ async def test_tech_touch_emails_follow_days_and_stop_after_milestone(
 ) -> None:
     account = new_account()
     await playbooks.account(account, name="Small Co", stage="onboarding")  # no mrr: tech touch
-    await playbooks.contact(account, "u1", email="sam@small.test", name="Sam")
+    await playbooks.contact(account, "u1", email="sam@small.test", name="Sam", role="admin")
     await playbooks.wait_contacts(account, 1)
     [group] = await playbooks.wait_groups(account, 1)
     assert group["playbook_id"] == "tech-touch-onboarding"
@@ -158,7 +165,9 @@ async def test_owner_change_starts_handoff_and_delivery_outcome_shows_on_step(
     assert step["status"] == "done" and step["delivery"]["attempts"] == 1
 
 
-async def test_running_scheduler_sends_risk_checkins_at_once(live_playbooks: Playbooks) -> None:
+async def test_running_scheduler_sends_risk_checkins_after_the_review_window(
+    live_playbooks: Playbooks,
+) -> None:
     service = live_playbooks
     account, owner = new_account(), new_csm("eve")
     r = await service.client.post(
@@ -170,6 +179,11 @@ async def test_running_scheduler_sends_risk_checkins_at_once(live_playbooks: Pla
     await service.wait_contacts(account, 1)
     await service.alert(account, rule_type="band_drop", severity=4)
     await service.alert(account, rule_type="inactivity")
+    # The owner hears at once; the customer emails wait for the 15-minute review window.
+    [slack] = await _requests(service, account, 1, settle=0.6)
+    assert slack.template_id == "alert-owner-slack"
+    await service.wait_groups(account, 2)
+    service.clock.advance(minutes=15)
     sent = await _requests(service, account, 3)
     by_template = {r.template_id: r for r in sent}
     assert set(by_template) == {"alert-owner-slack", "adoption-checkin", "reengagement"}
@@ -192,7 +206,7 @@ async def test_tech_touch_days_7_and_14_are_sent_on_their_day_unless_the_milesto
     through, stopped = new_account(), new_account()
     for account in (through, stopped):
         await playbooks.account(account, name="Tiny Co", stage="onboarding")
-        await playbooks.contact(account, "u1", email=f"u1@{account}.test")
+        await playbooks.contact(account, "u1", email=f"u1@{account}.test", role="owner")
         await playbooks.wait_contacts(account, 1)
         await playbooks.wait_groups(account, 1)
     start = playbooks.clock.now
@@ -232,6 +246,7 @@ async def waking_playbooks(
         tmp_path,
         PLAYBOOKS_SCHEDULER_ENABLED=True,
         PLAYBOOKS_SCHEDULER_INTERVAL=120,
+        PLAYBOOKS_REVIEW_MINUTES=0,  # day-0 check-ins due at once: only a wake sends them
     ) as service:
         yield service
 
@@ -263,7 +278,7 @@ async def test_stored_groups_wake_the_scheduler_and_contacts_release_waiting_ema
     )
     assert waiting["items"][0]["step_key"] == "day-0"
     # ...and goes as soon as the account has one, not ten minutes later.
-    await service.contact(fresh, "u1", email="fay@fresh.test")
+    await service.contact(fresh, "u1", email="fay@fresh.test", role="admin")
     [welcome] = await _requests(service, fresh, 1, settle=0.5)
     assert welcome.template_id == "welcome" and welcome.to[0].email == "fay@fresh.test"
     sent = await until(

@@ -12,8 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.playbooks.assignment import Member, Team, assign
+from services.playbooks.flows import review_delay
 from services.playbooks.library import builtin_templates
-from services.playbooks.outbound import ContactFacts, CsmFacts, DueStep, build_request
+from services.playbooks.outbound import (
+    ContactFacts,
+    CsmFacts,
+    DueStep,
+    audience_of,
+    build_request,
+)
 from services.playbooks.planning import AccountFacts, TriggerFacts, conditions_hold, plan_steps
 from services.playbooks.templates import (
     TemplateError,
@@ -253,7 +260,9 @@ def test_recipients_and_context() -> None:
     assert req is not None
     assert [r.email for r in req.to] == ["b@c.test"]
     assert (req.idempotency_key, req.from_name, req.reply_to) == ("g1:s1", "Cam", "csm@x.test")
-    assert req.context["contact_name"] == "Bea" and req.context["extra"] == 1
+    assert [(r.name, r.role, r.contact_id) for r in req.to] == [("Bea", "Admin", "u2")]
+    assert "contact_name" not in req.context and "contact" not in req.context
+    assert req.context["extra"] == 1
     slack = _step(type="slack", recipients={"kind": "owner"}, from_owner=False)
     assert build_request(slack, account, [], csm, default_slack_channel=None) is None
     req = build_request(slack, account, [], csm, default_slack_channel="#cs")
@@ -381,3 +390,41 @@ def test_yaml_aliases_are_refused() -> None:
         parse_yaml(bomb + "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n")
     [problem] = err.value.problems
     assert problem.loc == [] and "aliases" in problem.msg
+
+
+def test_audiences_primary_roles_all_and_the_recent_fallback() -> None:
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    people = [
+        ContactFacts("a", "a@x.test", "A", "Billing", last_seen_at=t0),
+        ContactFacts("b", "b@x.test", "B", None, last_seen_at=t0 + timedelta(hours=3)),
+        ContactFacts("c", "c@x.test", "C", "user", last_seen_at=t0 + timedelta(hours=2)),
+        ContactFacts("d", "d@x.test", "D", "user", last_seen_at=None),
+        ContactFacts("e", None, "E", "OWNER", primary=True, last_seen_at=t0 + timedelta(days=1)),
+    ]
+
+    def ids(spec: dict[str, Any], contacts: list[ContactFacts] = people) -> list[str]:
+        return [c.user_id for c in audience_of(spec, contacts)]
+
+    assert ids({"kind": "contacts"}) == ["a", "b", "c"]  # no primary: the 3 seen last
+    assert ids({"audience": {"kind": "all"}}) == ["a", "b", "c", "d"]  # never one without email
+    assert ids({"audience": {"kind": "roles", "roles": ["billing"]}}) == ["a"]
+    assert ids({"kind": "contacts", "roles": ["user"]}) == ["c", "d"]  # a legacy roles spec
+    owner = [*people, ContactFacts("f", "f@x.test", "F", "Owner")]
+    flagged = [*people, ContactFacts("g", "g@x.test", "G", "user", primary=True)]
+    assert ids({"audience": {"kind": "primary"}}, owner) == ["f"]
+    assert ids({"audience": {"kind": "primary"}}, flagged) == ["g"]
+
+
+def test_the_review_window_applies_to_alert_started_day_0_customer_emails() -> None:
+    by_key = {s.key: s for t in builtin_templates() for s in t.steps if t.id == "adoption-risk"}
+    fifteen = timedelta(minutes=15)
+    assert (
+        review_delay(by_key["checkin-email"], trigger_kind="alert", default_minutes=15) == fifteen
+    )
+    assert review_delay(by_key["checkin-email"], trigger_kind="manual", default_minutes=15) == (
+        timedelta(0)
+    )
+    assert review_delay(by_key["owner-slack"], trigger_kind="alert", default_minutes=15) == (
+        timedelta(0)
+    )
+    assert review_delay(by_key["call"], trigger_kind="alert", default_minutes=15) == timedelta(0)

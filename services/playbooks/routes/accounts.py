@@ -34,7 +34,14 @@ async def get_account(account_id: str, session: SessionDep, _: Read) -> AccountO
         renewal_date=account.renewal_date,
         updated_at=account.updated_at,
         contacts=[
-            ContactOut(user_id=c.user_id, email=c.email, name=c.name, role=c.role)
+            ContactOut(
+                user_id=c.user_id,
+                email=c.email,
+                name=c.name,
+                role=c.role,
+                primary=bool(c.is_primary),
+                last_seen_at=c.last_seen_at,
+            )
             for c in sorted(contacts, key=lambda c: c.user_id)
         ],
     )

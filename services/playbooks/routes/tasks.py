@@ -80,6 +80,8 @@ async def patch_task(
         task.due_at = body.due_at
         if task.automated and task.status == "open":
             task.send_after = body.due_at
+            if task.review_until is not None:  # the window now ends at the new time
+                task.review_until = body.due_at
     if body.title is not None:
         task.title = body.title
     if body.description is not None:
