@@ -151,6 +151,11 @@ class SegmentMessage(BaseModel):
             raise ValueError("groupId is required for group")
         if self.type == "alias" and not (self.previousId and self.userId):
             raise ValueError("previousId and userId are required for alias")
+        if self.type == "identify" and not self.traits:
+            # RudderStack's SDKs send an identify's traits as context.traits only
+            traits = self.context.get("traits")
+            if isinstance(traits, dict):
+                self.traits = traits
         if "\x00" in str(self.context.get("groupId", "")):
             raise ValueError("context.groupId must not contain NUL characters")
         return self
