@@ -369,7 +369,6 @@ def _place(
 ) -> None:
     """Route one checked event: published, parked, merged into a contact, or an alias."""
     msg = item.msg
-    key = user_key(msg.userId, msg.anonymousId)
     if msg.type == "alias":
         out.alias_calls += 1
         return
@@ -377,7 +376,7 @@ def _place(
         out.identifies.append(
             Identify(
                 item.index,
-                key,
+                user_key(msg.userId, msg.anonymousId),
                 item.data["user_id"],
                 msg.traits,
                 item.occurred_at,
@@ -386,10 +385,13 @@ def _place(
             )
         )
         return
-    account_id = msg.account_hint() or account_of(key)
+    account_id = msg.account_hint()
     if account_id is None:
-        out.parked.append(Parked(item.index, key, item.kind, item.data, item.occurred_at))
-        return
+        key = user_key(msg.userId, msg.anonymousId)
+        account_id = account_of(key)
+        if account_id is None:
+            out.parked.append(Parked(item.index, key, item.kind, item.data, item.occurred_at))
+            return
     value = envelope_bytes(
         type=item.kind,
         account_id=account_id,
