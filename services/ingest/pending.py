@@ -58,7 +58,6 @@ class PendingReleaser:
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.passes = 0  # finished sweeps and releases (tests wait on it)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest-pending-releaser")
@@ -94,9 +93,13 @@ class PendingReleaser:
                 log.warning("ingest.pending_pass_failed", error=repr(exc)[:500])
                 self._wanted |= keys  # try again at the next pass
                 await asyncio.sleep(min(1.0, self._interval))
+            except Exception as exc:
+                # the rows stay parked either way; the loop must outlive one bad pass
+                log.error("ingest.pending_pass_crashed", error=repr(exc)[:500])
+                self._wanted |= keys
+                await asyncio.sleep(min(5.0, self._interval))
             if sweep:
                 next_sweep = loop.time() + self._interval
-            self.passes += 1
 
     async def sweep(self) -> None:
         """Release every parked event whose user is linked now, then expire the old."""
