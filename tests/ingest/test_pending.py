@@ -3,6 +3,7 @@ restart. Real broker, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,10 @@ async def test_parked_events_survive_a_restart(
     broker: EmbeddedBroker, database_url: DatabaseUrl, tmp_path: Path
 ) -> None:
     url = await database_url("ingest")
-    settings = ingest_settings(broker.bootstrap_servers, url, tmp_path)
+    # chunks of 2: the release of 5 events takes three chunks, each published then deleted
+    settings = ingest_settings(
+        broker.bootstrap_servers, url, tmp_path, INGEST_PENDING_RELEASE_CHUNK=2
+    )
     run = uuid.uuid4().hex[:8]
     account, user = f"restart-{run}", f"ru-{run}"
     other_account, other = f"crash-{run}", f"cu-{run}"
@@ -245,3 +249,43 @@ async def test_alias_attributes_events_sent_under_the_previous_id(
         count=2,
     )
     assert direct.payload(UsageEvent).event == "Viewed Docs"
+
+
+async def test_two_replicas_release_a_backlog_once_each_on_postgres(
+    broker: EmbeddedBroker, database_url: DatabaseUrl, tmp_path: Path
+) -> None:
+    """Both replicas release at once; on PostgreSQL the row locks (SKIP LOCKED) give each
+    parked row to one of them, elsewhere duplicates are allowed (message ids dedupe)."""
+    url = await database_url("ingest")
+    settings = ingest_settings(
+        broker.bootstrap_servers, url, tmp_path, INGEST_PENDING_RELEASE_CHUNK=5
+    )
+    run = uuid.uuid4().hex[:8]
+    account, user = f"replicas-{run}", f"rep-{run}"
+    now = datetime.now(UTC)
+    sent = [track(user, now - timedelta(seconds=60 - i)) for i in range(60)]
+    async with (
+        serve_app(create_app(settings)) as one,
+        serve_app(create_app(settings)) as two,
+        httpx.AsyncClient(headers=auth("ingest")) as client,
+    ):
+        r = await client.post(f"{one}/v1/batch", json={"batch": sent})
+        assert r.status_code == 200, r.text
+        group = {"userId": user, "groupId": account}
+        answers = await asyncio.gather(
+            client.post(f"{one}/v1/group", json=group), client.post(f"{two}/v1/group", json=group)
+        )
+        assert [a.status_code for a in answers] == [200, 200]
+        released = await read_topic(
+            broker.bootstrap_servers,
+            topics.USAGE_EVENTS,
+            match=lambda e: e.account_id == account,
+            count=60,
+            timeout=20,
+            settle=1.0,
+        )
+        assert await pending_of(one, f"u:{user}") is None
+    ids = [e.payload(UsageEvent).message_id for e in released]
+    assert set(ids) == {c["messageId"] for c in sent}
+    if url.startswith("postgresql"):
+        assert len(ids) == 60
