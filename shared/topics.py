@@ -8,8 +8,17 @@ HEALTH_SCORES = "health.scores.v1"
 HEALTH_ALERTS = "health.alerts.v1"
 NOTIFY_REQUESTS = "notify.requests.v1"
 NOTIFY_DELIVERIES = "notify.deliveries.v1"
+USAGE_UNATTRIBUTED = "usage.unattributed.v1"
 
-ALL = (USAGE_EVENTS, ACCOUNTS, HEALTH_SCORES, HEALTH_ALERTS, NOTIFY_REQUESTS, NOTIFY_DELIVERIES)
+ALL = (
+    USAGE_EVENTS,
+    ACCOUNTS,
+    HEALTH_SCORES,
+    HEALTH_ALERTS,
+    NOTIFY_REQUESTS,
+    NOTIFY_DELIVERIES,
+    USAGE_UNATTRIBUTED,
+)
 
 
 def dlq(topic: str) -> str:

@@ -1,8 +1,10 @@
 """Which account a user belongs to: kept in ingest's database, cached in process.
 
 A ``group`` call ties a user to an account; later events of that user without a
-``groupId`` land on that account. The cache is an LRU with a TTL so a user moved by a
-``group`` call on another replica is picked up within a minute.
+``groupId`` land on that account. An ``alias`` call, or an identify carrying both
+``userId`` and ``anonymousId``, ties another id to the user, so events sent under it
+land there too. The cache is an LRU with a TTL so a user moved by a ``group`` call on
+another replica is picked up within a minute; a known link costs no database work.
 """
 
 from __future__ import annotations
@@ -10,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.ingest.models import UserAccount
-from shared.db import upsert
+from services.ingest import repository as repo
 
 T = TypeVar("T")
 CACHE_TTL_SECONDS = 60.0
@@ -37,6 +37,36 @@ def user_key(user_id: str | None, anonymous_id: str | None) -> str:
     return f"u:{user_id}" if user_id is not None else f"a:{anonymous_id}"
 
 
+@dataclass(slots=True)
+class Resolution:
+    """What the directory knows of some user keys."""
+
+    accounts: dict[str, str] = field(default_factory=dict)  # key -> account (maybe via alias)
+    aliases: dict[str, str] = field(default_factory=dict)  # alias key -> user key
+
+
+class _Lru:
+    def __init__(self, size: int) -> None:
+        self._items: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._size = size
+
+    def get(self, key: str, now: float) -> str | None:
+        hit = self._items.get(key)
+        if hit is None or now - hit[1] > CACHE_TTL_SECONDS:
+            return None
+        self._items.move_to_end(key)
+        return hit[0]
+
+    def put(self, key: str, value: str, now: float) -> None:
+        self._items[key] = (value, now)
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+
 class AccountDirectory:
     def __init__(
         self,
@@ -45,70 +75,75 @@ class AccountDirectory:
         cache_size: int,
         timeout: float = 5.0,
     ) -> None:
-        self._sessions = sessions
+        self.sessions = sessions
         self._timeout = timeout
         self._background: set[asyncio.Task[Any]] = set()
-        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._cache_size = cache_size
+        self._links = _Lru(cache_size)
+        self._aliases = _Lru(cache_size)
 
-    def _cached(self, key: str, now: float) -> str | None:
-        hit = self._cache.get(key)
-        if hit is None or now - hit[1] > CACHE_TTL_SECONDS:
-            return None
-        self._cache.move_to_end(key)
-        return hit[0]
+    def cached(self, key: str) -> str | None:
+        """The account of ``key`` if the cache knows it (directly or through an alias)."""
+        now = time.monotonic()
+        account = self._links.get(key, now)
+        if account is None:
+            alias = self._aliases.get(key, now)
+            if alias is not None:
+                account = self._links.get(alias, now)
+        return account
 
-    def _store(self, key: str, account_id: str, now: float) -> None:
-        self._cache[key] = (account_id, now)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
-    async def resolve(self, keys: set[str]) -> dict[str, str]:
+    async def resolve(self, keys: set[str]) -> Resolution:
         """Accounts for the given user keys; keys with no known account are left out."""
         now = time.monotonic()
-        found: dict[str, str] = {}
+        out = Resolution()
         missing: list[str] = []
         for key in keys:
-            account = self._cached(key, now)
+            account = self.cached(key)
             if account is None:
                 missing.append(key)
             else:
-                found[key] = account
+                out.accounts[key] = account
         if missing:
-            rows = await self._bounded(self._load(missing), "account lookup")
-            for key, account in rows:
-                found[key] = account
-                self._store(key, account, now)
-        return found
+            direct, aliased = await self.bounded(self._load(missing), "account lookup")
+            for key, account in direct.items():
+                out.accounts[key] = account
+                self._links.put(key, account, now)
+            for alias, (user, account) in aliased.items():
+                out.aliases[alias] = user
+                self._aliases.put(alias, user, now)
+                if account is not None:
+                    out.accounts[alias] = account
+                    self._links.put(user, account, now)
+        return out
 
-    async def _load(self, keys: list[str]) -> list[tuple[str, str]]:
-        async with self._sessions() as session:
-            rows = await session.execute(
-                select(UserAccount.user_key, UserAccount.account_id).where(
-                    UserAccount.user_key.in_(keys)
-                )
-            )
-            return list(rows.tuples())
+    async def _load(
+        self, keys: list[str]
+    ) -> tuple[dict[str, str], dict[str, tuple[str, str | None]]]:
+        async with self.sessions() as session:
+            return await repo.load_links(session, keys)
 
-    async def remember(self, pairs: dict[str, str]) -> None:
-        """Store user -> account links (committed before the events are acknowledged)."""
-        if not pairs:
-            return
-        now = datetime.now(UTC)
-        rows = [{"user_key": k, "account_id": v, "updated_at": now} for k, v in pairs.items()]
-        await self._bounded(self._store_links(rows), "storing account links")
-        mono = time.monotonic()
-        for key, account in pairs.items():
-            self._store(key, account, mono)
+    def learned(
+        self, *, links: dict[str, str], stale: Iterable[str], aliases: dict[str, str]
+    ) -> None:
+        """What a committed request stored: links written, links it lost to a newer
+        group call (dropped, so the next lookup reads the winner), aliases."""
+        now = time.monotonic()
+        for key, account in links.items():
+            self._links.put(key, account, now)
+        for key in stale:
+            self._links.drop(key)
+        for alias, user in aliases.items():
+            self._aliases.put(alias, user, now)
 
-    async def _store_links(self, rows: list[dict[str, object]]) -> None:
-        async with self._sessions() as session, session.begin():
-            await upsert(
-                session, UserAccount, rows, keys=["user_key"], update=["account_id", "updated_at"]
-            )
+    async def write(self, work: Callable[[AsyncSession], Awaitable[T]], what: str) -> T:
+        """``work`` in one transaction, bounded like every other database call."""
 
-    async def _bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
+        async def run() -> T:
+            async with self.sessions() as session, session.begin():
+                return await work(session)
+
+        return await self.bounded(run(), what)
+
+    async def bounded(self, work: Coroutine[Any, Any, T], what: str) -> T:
         """``work`` within the timeout, its database trouble as :class:`DirectoryError`.
 
         On timeout the work is left to finish in the background rather than cancelled:

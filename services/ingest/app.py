@@ -1,4 +1,5 @@
-"""The ingest app: tracking routes, the account directory, the rate limiter."""
+"""The ingest app: tracking routes, the account directory, the releaser of parked events,
+the rate limiter."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from fastapi import FastAPI
 
 from services.ingest.accounts import AccountDirectory
 from services.ingest.fastlane import TrackingFastLane
+from services.ingest.pending import PendingReleaser
 from services.ingest.ratelimit import RateLimiter
-from services.ingest.routes import tracking
+from services.ingest.routes import pending, tracking
 from services.ingest.settings import IngestSettings
 from shared.service import Component, ServiceRuntime, create_service_app
 
@@ -29,7 +31,14 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             timeout=settings.database_timeout_seconds,
         )
         runtime.publisher.timeout = settings.publish_timeout_seconds
-        return []
+        app.state.releaser = PendingReleaser(
+            runtime.sessions,
+            runtime.publisher,
+            max_age=settings.pending_max_age,
+            interval=settings.pending_sweep_interval,
+            chunk=settings.pending_release_chunk,
+        )
+        return [app.state.releaser]
 
     app = create_service_app(
         name="ingest",
@@ -37,7 +46,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         settings=settings,
         database_url=settings.database_url("ingest"),
-        routers=[tracking.router],
+        routers=[tracking.router, pending.router],
         on_start=on_start,
         auto_migrate=settings.auto_migrate,
         middleware=[TrackingFastLane],

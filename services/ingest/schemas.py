@@ -26,7 +26,7 @@ MAX_DEPTH = 8
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 
-EventType = Literal["track", "identify", "group", "page", "screen"]
+EventType = Literal["track", "identify", "group", "page", "screen", "alias"]
 
 
 def _stringify_id(value: Any) -> Any:
@@ -117,6 +117,7 @@ class SegmentMessage(BaseModel):
     event: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     groupId: Id | None = None
+    previousId: Id | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
     traits: dict[str, Any] = Field(default_factory=dict)
     context: dict[str, Any] = Field(default_factory=dict)
@@ -132,7 +133,7 @@ class SegmentMessage(BaseModel):
             raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         return value
 
-    @field_validator("userId", "anonymousId", "messageId", "groupId", "event", "name")
+    @field_validator("userId", "anonymousId", "messageId", "groupId", "previousId", "event", "name")
     @classmethod
     def _no_nul(cls, value: str | None) -> str | None:
         """Ids and names end up as keys in databases; PostgreSQL text cannot hold NUL."""
@@ -148,6 +149,13 @@ class SegmentMessage(BaseModel):
             raise ValueError("event is required for track")
         if self.type == "group" and not self.groupId:
             raise ValueError("groupId is required for group")
+        if self.type == "alias" and not (self.previousId and self.userId):
+            raise ValueError("previousId and userId are required for alias")
+        if self.type == "identify" and not self.traits:
+            # RudderStack's SDKs send an identify's traits as context.traits only
+            traits = self.context.get("traits")
+            if isinstance(traits, dict):
+                self.traits = traits
         if "\x00" in str(self.context.get("groupId", "")):
             raise ValueError("context.groupId must not contain NUL characters")
         return self

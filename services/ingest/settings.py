@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 
 from shared.settings import BaseServiceSettings
@@ -16,3 +18,7 @@ class IngestSettings(BaseServiceSettings):
     publish_timeout_seconds: float = Field(default=5.0, alias="INGEST_PUBLISH_TIMEOUT", gt=0)
     database_timeout_seconds: float = Field(default=5.0, alias="INGEST_DATABASE_TIMEOUT", gt=0)
     account_cache_size: int = Field(default=100_000, alias="INGEST_ACCOUNT_CACHE_SIZE")
+    pending_max_age: timedelta = Field(default=timedelta(days=7), alias="INGEST_PENDING_MAX_AGE")
+    pending_max_events: int = Field(default=10_000, alias="INGEST_PENDING_MAX_EVENTS", ge=1)
+    pending_sweep_interval: float = Field(default=60.0, alias="INGEST_PENDING_SWEEP_INTERVAL", gt=0)
+    pending_release_chunk: int = Field(default=1000, alias="INGEST_PENDING_RELEASE_CHUNK", ge=1)

@@ -108,7 +108,7 @@ async def test_account_links_are_read_back_from_the_database(
         r = await client.post("/v1/track", json={"userId": user, "event": "Remembered"})
         unknown = await client.post("/v1/track", json={"userId": f"{user}-x", "event": "E"})
     assert r.status_code == 200, r.text
-    assert unknown.status_code == 400 and "no account" in unknown.json()["detail"]
+    assert unknown.status_code == 200, unknown.text  # kept: parked until a group call
     [rec] = await read_records(
         broker.bootstrap_servers,
         topics.USAGE_EVENTS,

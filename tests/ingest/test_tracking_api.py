@@ -108,11 +108,18 @@ async def test_identify_and_group_make_accounts_messages(
     assert usage.payload(UsageEvent).event == "Login"
 
 
-async def test_event_without_account_is_refused_with_reason(ingest: str) -> None:
+async def test_event_without_account_is_kept_and_listed_as_pending(ingest: str) -> None:
+    user = f"nobody-{uuid.uuid4()}"
     async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
-        r = await client.post("/v1/track", json={"userId": f"nobody-{uuid.uuid4()}", "event": "X"})
-    assert r.status_code == 400
-    assert "no account" in r.json()["detail"]
+        r = await client.post("/v1/track", json={"userId": user, "event": "X"})
+        refused = await client.get("/v1/pending")
+    assert r.status_code == 200, r.text
+    assert refused.status_code == 403  # the list needs the admin scope
+    async with httpx.AsyncClient(base_url=ingest, headers=auth("admin")) as client:
+        listed = await client.get("/v1/pending", params={"limit": 1000})
+    assert listed.status_code == 200, listed.text
+    [mine] = [u for u in listed.json()["items"] if u["user_key"] == f"u:{user}"]
+    assert mine["events"] == 1 and 0 <= mine["oldest_age_seconds"] < 60
 
 
 async def test_partial_batch_publishes_the_valid_events(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.ingest.body import BodyError, decode, parse_object
+from services.ingest.contacts import contact_message, merge_traits
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.schemas import SENT_AT, SegmentMessage, corrected_time
 from services.ingest.tracking import validate
@@ -103,3 +105,48 @@ def test_batch_sent_at_naive_is_utc_and_range_checked() -> None:
     for bad in ("9999-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "soon"):
         with pytest.raises(ValidationError):
             SENT_AT.validate_python(bad)
+
+
+_calls = st.lists(
+    st.tuples(
+        st.dictionaries(st.sampled_from(["email", "name", "role", "plan"]), st.integers(0, 9)),
+        st.integers(0, 10_000),  # seconds: distinct times below keep the winner unambiguous
+    ),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda c: c[1],
+)
+
+
+@given(_calls, st.randoms(use_true_random=False))
+def test_merged_traits_end_with_each_traits_latest_value_in_any_order(
+    calls: list[tuple[dict[str, int], int]], rng: Any
+) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    expected: dict[str, int] = {}
+    for traits, _at in sorted(calls, key=lambda c: c[1]):
+        expected.update(traits)
+    shuffled = list(calls)
+    rng.shuffle(shuffled)
+    merged: dict[str, Any] = {}
+    stamps: dict[str, str] = {}
+    for traits, at in shuffled:
+        merged, stamps = merge_traits(merged, stamps, traits, start + timedelta(seconds=at))
+    assert merged == expected
+
+
+def test_contact_message_splits_the_known_fields_from_the_rest() -> None:
+    data = contact_message(
+        user_id="u1",
+        traits={"email": "a@b.test", "name": "Ann", "role": "admin", "plan": "pro"},
+        message_id="m1",
+    )
+    assert (data["email"], data["name"], data["role"]) == ("a@b.test", "Ann", "admin")
+    assert data["traits"] == {"plan": "pro"} and data["message_id"] == "m1"
+
+
+def test_rudderstack_identify_traits_come_from_context() -> None:
+    msg = validate({"userId": "u", "context": {"traits": {"email": "r@s.test"}}}, "identify")
+    assert isinstance(msg, SegmentMessage) and msg.traits == {"email": "r@s.test"}
+    alias = validate({"previousId": "anon"}, "alias")
+    assert isinstance(alias, str) and "userId" in alias

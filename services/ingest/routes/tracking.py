@@ -1,4 +1,4 @@
-"""``/v1/track``, ``/identify``, ``/group``, ``/page``, ``/screen``, ``/batch``.
+"""``/v1/track``, ``/identify``, ``/group``, ``/page``, ``/screen``, ``/alias``, ``/batch``.
 
 The body is read raw (gzip, size caps, JSON errors named) rather than through FastAPI's
 body parsing, so that one bad event in a batch refuses that event, not the request.
@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from services.ingest import tracking
 from services.ingest.accounts import AccountDirectory, DirectoryError
 from services.ingest.body import BodyError, read_json_object
+from services.ingest.keeping import Kept, keep
+from services.ingest.pending import PendingReleaser
 from services.ingest.ratelimit import RateLimiter
 from services.ingest.schemas import (
     SENT_AT,
@@ -39,13 +41,17 @@ router = APIRouter(prefix="/v1", tags=["tracking"])
 
 SUCCESS = b'{"success":true}'
 RETRY_AFTER_SECONDS = "5"
+PENDING_RETRY_AFTER_SECONDS = "60"
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "invalid event(s); the reason names the field"},
     401: {"model": ErrorResponse, "description": "missing or invalid write key"},
     403: {"model": ErrorResponse, "description": "the key lacks the 'ingest' scope"},
     413: {"model": ErrorResponse, "description": "body or event too large"},
     415: {"model": ErrorResponse, "description": "unsupported Content-Encoding"},
-    429: {"model": ErrorResponse, "description": "rate limited; see Retry-After"},
+    429: {
+        "model": ErrorResponse,
+        "description": "rate limited, or too many events parked for a user; see Retry-After",
+    },
     503: {
         "model": ErrorResponse,
         "description": "broker or account database unavailable; see Retry-After",
@@ -135,39 +141,74 @@ async def ingest(request: Request, *, forced_type: str | None) -> Response:
         )
     except DirectoryError:
         return _unavailable(DATABASE_DOWN)
-    if not outcome.messages:
+    if not outcome.kept:
         reasons = "; ".join(f"[{i}] {r}" for i, r in outcome.rejected[:20])
         if forced_type is not None:
             reasons = outcome.rejected[0][1]
         status = 413 if "larger than" in reasons and len(outcome.rejected) == 1 else 400
-        return JSONBytes(
-            {
-                "success": False,
-                "detail": reasons,
-                "rejected": [{"index": i, "reason": r} for i, r in outcome.rejected],
-            },
-            status_code=status,
-        )
+        return _refused(status, reasons, outcome.rejected)
+    releaser: PendingReleaser = app_state.releaser
+    kept = Kept()
     try:
-        if outcome.links:
-            await directory.remember(outcome.links)
+        if outcome.needs_database:
+            kept = await directory.write(
+                lambda session: keep(
+                    session,
+                    outcome,
+                    max_pending=settings.pending_max_events,
+                    trace_id=trace_id,
+                ),
+                "storing links, contacts and parked events",
+            )
+            directory.learned(links=kept.links, stale=kept.stale, aliases=outcome.aliases)
         publisher: Publisher = app_state.runtime.publisher
-        await publisher.publish_keyed(outcome.messages, headers=[("trace_id", trace_id.encode())])
+        await publisher.publish_keyed(
+            [*outcome.messages, *kept.messages], headers=[("trace_id", trace_id.encode())]
+        )
     except DirectoryError:
         return _unavailable(DATABASE_DOWN)
     except PublishError:
         return _unavailable("event broker unavailable; retry later")
+    finally:
+        # a user linked meanwhile (by another request) finds its events parked: ask too
+        late = {k for k in kept.parked_keys if directory.cached(k) is not None}
+        releaser.request(kept.release | late)
+    if kept.over_limit:
+        refused = set(kept.over_limit)
+        reason = (
+            f"more than {settings.pending_max_events} events are parked for this user, "
+            "waiting for a group call; retry later"
+        )
+        rejected = sorted([*outcome.rejected, *((i, reason) for i in refused)])
+        return _refused(429, reason, rejected, {"Retry-After": PENDING_RETRY_AFTER_SECONDS})
     if not outcome.rejected:
         return Response(SUCCESS, media_type="application/json")
     return Response(
         orjson.dumps(
             {
                 "success": True,
-                "accepted": len(outcome.messages),
+                "accepted": outcome.kept,
                 "rejected": [{"index": i, "reason": r} for i, r in outcome.rejected],
             }
         ),
         media_type="application/json",
+    )
+
+
+def _refused(
+    status: int,
+    detail: str,
+    rejected: list[tuple[int, str]],
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return JSONBytes(
+        {
+            "success": False,
+            "detail": detail,
+            "rejected": [{"index": i, "reason": r} for i, r in rejected],
+        },
+        status_code=status,
+        headers=headers,
     )
 
 
@@ -193,6 +234,7 @@ CALLS: dict[str, str | None] = {
     "group": "group",
     "page": "page",
     "screen": "screen",
+    "alias": "alias",
     "batch": None,
     "import": None,
 }
@@ -203,6 +245,7 @@ _single("identify", "Tie a user to their traits (email, name, role): makes a con
 _single("group", "Tie a user to an account and record its traits: makes an account")
 _single("page", "Record a page view")
 _single("screen", "Record a mobile screen view")
+_single("alias", "Tie a previous id (previousId) to a user (userId)")
 
 
 @router.post(
