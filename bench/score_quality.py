@@ -20,16 +20,16 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from bench.churn_sim import MECHANISMS, NEGATIVE, Simulation, labels, simulate
+from bench.churn_sim import MECHANISMS, Simulation, labels, simulate
 from services.health.config import ScoringParams
 from services.health.model_fit import fit, raw_features, score_with
 from services.health.quality import risk_auc
-from services.health.scoring import balanced_parts, combine, score_accounts
+from services.health.scoring import default_score, score_accounts
 
 FloatArray = np.ndarray
 HORIZON = 31
 HELD_OUT = 3
-PARAMS = ScoringParams()
+PARAMS = ScoringParams(event_parts=True)
 
 
 def metric_cube(sim: Simulation) -> tuple[FloatArray, list[str]]:
@@ -39,7 +39,9 @@ def metric_cube(sim: Simulation) -> tuple[FloatArray, list[str]]:
         + [f"event:{n}" for n in sim.event_names]
         + [f"users:{n}" for n in sim.event_names]
     )
-    cube = np.concatenate([sim.total_events[:, None, :], sim.active[:, None, :], sim.counts, sim.users], axis=1)
+    cube = np.concatenate(
+        [sim.total_events[:, None, :], sim.active[:, None, :], sim.counts, sim.users], axis=1
+    )
     return cube, names
 
 
@@ -56,7 +58,7 @@ def segment_codes(sim: Simulation) -> np.ndarray:
 
 def observe(sim: Simulation) -> dict[str, np.ndarray]:
     """One row per (eligible account, month start): every score, features and labels."""
-    negative = np.array([n in NEGATIVE for n in sim.event_names])
+    negative = np.array(PARAMS.negative(sim.event_names))
     segments = segment_codes(sim)
     cube, names = metric_cube(sim)
     rows: dict[str, list[np.ndarray]] = {
@@ -70,12 +72,28 @@ def observe(sim: Simulation) -> dict[str, np.ndarray]:
         old = score_accounts(
             cube[:, :2], end=day, ages=ages, segments=segments, weights=np.ones(2), params=PARAMS
         )
-        parts = balanced_parts(
-            sim.counts, sim.active, negative, end=day, ages=ages, segments=segments, params=PARAMS
-        )
-        score, _, _ = combine(parts.value, parts.weight, PARAMS)
+        score = default_score(
+            cube[:, :2],
+            sim.counts,
+            negative,
+            sim.event_names,
+            end=day,
+            ages=ages,
+            segments=segments,
+            weights=np.array([0.0, 1.0]),
+            users=np.array([False, True]),
+            params=PARAMS,
+        ).score
         raw, _ = raw_features(cube, day, names)
-        per_event = np.log1p(np.concatenate([sim.counts[:, :, day - 28 : day].sum(axis=2), sim.active[:, None, day - 28 : day].sum(axis=2)], axis=1))
+        per_event = np.log1p(
+            np.concatenate(
+                [
+                    sim.counts[:, :, day - 28 : day].sum(axis=2),
+                    sim.active[:, None, day - 28 : day].sum(axis=2),
+                ],
+                axis=1,
+            )
+        )
         e = eligible
         rows["old"].append(old.score[e])
         rows["default"].append(score[e])
@@ -105,7 +123,9 @@ def evaluate(sim: Simulation) -> dict[str, dict[str, dict[str, float]]]:
     model = fit(rows["raw"][train], label[train], [str(i) for i in range(rows["raw"].shape[1])])
     fitted = score_with(model, rows["raw"][test]).score
     scaler = StandardScaler().fit(rows["counts"][train])
-    plain = LogisticRegression(max_iter=500).fit(scaler.transform(rows["counts"][train]), label[train])
+    plain = LogisticRegression(max_iter=500).fit(
+        scaler.transform(rows["counts"][train]), label[train]
+    )
     plain_p = plain.predict_proba(scaler.transform(rows["counts"][test]))[:, 1]
     result = {
         "all": {
@@ -136,7 +156,9 @@ def time_fit(accounts: int = 10_000, months: int = 12, metrics: int = 50) -> flo
     """Seconds to fit ``accounts x months`` observations of ``metrics`` metrics (features
     from a 28-day window per observation, as the endpoint builds them)."""
     rng = np.random.default_rng(3)
-    values = rng.poisson(rng.lognormal(0, 1, size=(accounts, metrics, 1)), size=(accounts, metrics, 28 + 7 * months)).astype(np.float64)
+    values = rng.poisson(
+        rng.lognormal(0, 1, size=(accounts, metrics, 1)), size=(accounts, metrics, 28 + 7 * months)
+    ).astype(np.float64)
     names = [f"m{i}" for i in range(metrics)]
     started = time.perf_counter()
     raws = [raw_features(values, 28 + 7 * k, names)[0] for k in range(months)]
@@ -151,11 +173,16 @@ def main() -> None:
     started = time.perf_counter()
     sim = simulate(accounts)
     churners = int((sim.churn_day >= 0).sum())
-    print(f"simulated {accounts} accounts x {sim.days} days, {churners} churners, "
-          f"{len(sim.observations)} month starts ({time.perf_counter() - started:.1f} s)")
+    print(
+        f"simulated {accounts} accounts x {sim.days} days, {churners} churners, "
+        f"{len(sim.observations)} month starts ({time.perf_counter() - started:.1f} s)"
+    )
     result = evaluate(sim)
     print_table("AUC, every month start", result["all"])
-    print_table(f"AUC, the last {HELD_OUT} month starts (models fit on the earlier ones)", result["held_out"])
+    print_table(
+        f"AUC, the last {HELD_OUT} month starts (models fit on the earlier ones)",
+        result["held_out"],
+    )
     seconds = time_fit()
     print(f"\nfit 10,000 accounts x 12 monthly observations x 50 metrics: {seconds:.1f} s")
 

@@ -176,19 +176,17 @@ def score_with(model: FittedModel, raw: FloatArray) -> ModelScores:
     return ModelScores(p, score, band, points)
 
 
-def reasons(model: FittedModel, raw: FloatArray, points: FloatArray, a: int) -> list[str]:
-    """One line per group, e.g. "Report Created level 0.3x median (+1 more): -12"."""
-    out = []
-    for g, members in enumerate(model.groups):
-        head = members[0]
-        name = model.features[head]
-        metric, kind = name.rsplit(":", 1)
-        value, median = raw[a, head], model.medians[head]
-        if kind == "level":
-            ratio = np.expm1(value) / max(float(np.expm1(median)), 1e-9)
-            what = f"{metric} 28-day level {ratio:.1f}x median"
-        else:
-            what = f"{metric} last 7 days {np.exp(value):.1f}x its 28-day rate"
-        more = f" (+{len(members) - 1} correlated)" if len(members) > 1 else ""
-        out.append(f"{what}{more}: {points[a, g]:+.0f}")
-    return out
+def reason(model: FittedModel, raw: FloatArray, points: FloatArray, a: int, g: int) -> str:
+    """The one line of group ``g`` for account ``a``, e.g. "event:Report Created 28-day
+    level 0.3x median (+1 correlated): -12"."""
+    members = model.groups[g]
+    head = members[0]
+    metric, kind = model.features[head].rsplit(":", 1)
+    value, median = float(raw[a, head]), float(model.medians[head])
+    if kind == "level":
+        ratio = np.expm1(value) / max(float(np.expm1(median)), 1e-9)
+        what = f"{metric} 28-day level {ratio:.1f}x median"
+    else:
+        what = f"{metric} last 7 days {np.exp(value):.1f}x its 28-day rate"
+    more = f" (+{len(members) - 1} correlated)" if len(members) > 1 else ""
+    return f"{what}{more}: {points[a, g]:+.0f}"
