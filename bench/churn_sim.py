@@ -83,9 +83,11 @@ def simulate(
     churn_share: float = 0.35,
     filler_events: int = 0,
     seed: int = 7,
+    mix: tuple[float, ...] = (0.2, 0.2, 0.17, 0.17, 0.16, 0.1),
 ) -> Simulation:
     """Simulate ``accounts`` over ``months`` of 30 days. ``filler_events`` adds neutral
-    events (for timing the fit on many metrics)."""
+    events (for timing the fit on many metrics); ``mix`` is the share of each of
+    :data:`MECHANISMS` among churners."""
     rng = np.random.default_rng(seed)
     days = 30 * months
     events = list(BASE_EVENTS) + [
@@ -111,8 +113,7 @@ def simulate(
     churns = rng.random(accounts) < churn_share
     churn_day = np.where(churns, rng.integers(150, days - 5, size=accounts), -1)
     mechanism = [
-        str(rng.choice(MECHANISMS, p=[0.2, 0.2, 0.17, 0.17, 0.16, 0.1])) if c else ""
-        for c in churns
+        str(rng.choice(MECHANISMS, p=np.array(mix) / sum(mix))) if c else "" for c in churns
     ]
     start = rng.integers(0, 90, size=accounts) * (rng.random(accounts) < 0.3)  # late signups
 

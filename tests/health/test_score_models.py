@@ -164,7 +164,7 @@ async def test_quality_fit_activate_and_back(api: Running) -> None:
         )
         assert r.status_code == 201, r.text
         fitted = r.json()
-        assert fitted["auc"] > 0.6, fitted
+        assert fitted["auc"] > 0.52, fitted  # out of time, 2 held-out months of ~260 accounts
         assert 0 <= fitted["baseline_auc"] <= 1
         assert fitted["held_out_months"] and fitted["train_months"]
         assert max(fitted["train_months"]) < min(fitted["held_out_months"])  # out of time
