@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.health import model_store
@@ -236,7 +236,9 @@ async def activate_default(request: Request) -> dict[str, Any]:
 
 
 @router.post("/score-models/{model_id}/activate", dependencies=ADMIN)
-async def activate(request: Request, model_id: int) -> dict[str, Any]:
+async def activate(
+    request: Request, model_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+) -> dict[str, Any]:
     """Make the model the score: 100 x (1 - churn probability), bands by its thresholds;
     every recompute (also ``as_of``) uses it. Everyone is rescored now."""
     return await _activate(request, model_id)
