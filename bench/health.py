@@ -31,6 +31,7 @@ from services.health.config import MetricDef, MetricsConfig, load_default_rules
 from services.health.configstore import ConfigStore
 from services.health.consumer import HealthConsumer
 from services.health.decode import decode
+from services.health.eventnames import EventNames
 from services.health.models import Rollup
 from services.health.recompute import Recomputer, components_of
 from services.health.rules import evaluate
@@ -54,6 +55,9 @@ METRICS = MetricsConfig(
 AS_OF = date(2026, 11, 23)
 DEFAULT_BATCH = HealthSettings.model_fields["consumer_batch"].default
 BATCH = int(os.environ.get("HEALTH_CONSUMER_BATCH", DEFAULT_BATCH))
+EVENT_CAP = HealthSettings.model_fields["max_event_metrics"].default
+# BENCH_NO_EVENT_METRICS=1: the consumer without per-event rollups (as before they existed)
+BARE_EVENTS = os.environ.get("BENCH_NO_EVENT_METRICS") == "1"
 
 
 def synthetic(accounts: int, days: int, seed: int = 7) -> np.ndarray:
@@ -238,7 +242,11 @@ async def _health_rate(bootstrap: str, n: int) -> tuple[float, float]:
             return METRICS
 
         consumer = HealthConsumer(
-            sessions, metrics=metrics, on_stored=lambda live: None, today=lambda: AS_OF
+            sessions,
+            metrics=metrics,
+            on_stored=lambda live: None,
+            today=lambda: AS_OF,
+            event_names=None if BARE_EVENTS else EventNames(sessions, cap=EVENT_CAP),
         )
         runner = ConsumerRunner(
             bootstrap_servers=bootstrap,
@@ -307,7 +315,9 @@ async def bench_consumer(n: int, accounts: int) -> None:
             broker.stop()
     print(f"consumer (bare aiokafka, no decoding): {bare:,.0f} events/s")
     print(
-        f"consumer (health -> PostgreSQL rollups, 4 metrics, dedupe; 1,000 accounts x 3 days; "
+        f"consumer (health -> PostgreSQL rollups, 4 metrics"
+        f"{'' if BARE_EVENTS else ' + per-event counts and users of 2 event names'}, "
+        f"dedupe; 1,000 accounts x 3 days; "
         f"batches of {BATCH:,}): "
         f"{n:,} events in {elapsed:.2f} s including the group join; "
         f"{rate:,.0f} events/s once joined ({rate / bare:.1%} of bare)"

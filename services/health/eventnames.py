@@ -86,9 +86,12 @@ async def register(
 ) -> dict[str, str]:
     """Register ``names`` while fewer than ``cap`` are (``pinned`` ones in any case);
     returns name -> slug or OTHER. Registrations are serialised (PostgreSQL: an advisory
-    lock held to the end of the transaction), so concurrent replicas keep the cap."""
+    lock held to the end of the transaction; SQLite: a write first, which takes the single
+    write lock before the count is read), so concurrent replicas keep the cap."""
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REGISTER_LOCK})
+    else:
+        await session.execute(text("UPDATE event_names SET slug = slug WHERE 1 = 0"))
     pinned = pinned or set()
     slugs = {n: slug_of(n) for n in names}
     rows = await session.scalars(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from services.health.app import create_app
-from services.health.eventnames import OTHER, EventNames, slug_of
+from services.health.config import MetricDef
+from services.health.eventnames import OTHER, EventNames, count_key, keys_of, slug_of, users_key
 from services.health.models import EventName
+from services.health.rollups import EventFacts, aggregate
 from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
 from shared.envelope import Envelope
@@ -240,3 +242,42 @@ async def test_two_replicas_registering_at_once_keep_the_cap(
         assert await three.slugs(names_one | names_two) == {**seen_one, **seen_two}
     finally:
         await engine.dispose()
+
+
+def test_slugs_fit_the_rollup_column_and_never_pass_for_other_or_a_hash() -> None:
+    assert slug_of("Report Created") == "Report Created"
+    for name in ("*", "*x", "#abc", "x" * 58, "tab\tname", ""):
+        slug = slug_of(name)
+        assert slug.startswith("#") and len(slug) == 25 and slug != slug_of(name + "!")
+        assert len(count_key(slug)) <= 63 and len(users_key(slug)) <= 63
+    assert slug_of("x" * 57) == "x" * 57
+
+
+def test_aggregate_adds_each_event_names_count_and_users_beside_the_configured_metrics() -> None:
+    when = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    facts = [
+        EventFacts("a", "Report Created", "u1", when, {}),
+        EventFacts("a", "Report Created", "u2", when, {}),
+        EventFacts("a", "Report Created", "u1", when + timedelta(days=1), {}),
+        EventFacts("a", "Rare", None, when, {}),
+    ]
+    metrics = [
+        MetricDef(key="events"),
+        MetricDef(key="reports", kind="event_count", event="Report Created"),
+    ]
+    per_event = {"Report Created": keys_of("Report Created"), "Rare": keys_of(OTHER)}
+    inc = aggregate(facts, metrics, per_event)
+    day = when.date()
+    assert inc.added == {
+        ("a", "events", day): 3.0,
+        ("a", "events", day + timedelta(days=1)): 1.0,
+        ("a", "event:Report Created", day): 2.0,
+        ("a", "event:Report Created", day + timedelta(days=1)): 1.0,
+        ("a", "event:*", day): 1.0,
+    }
+    assert inc.users == {
+        ("a", "users:Report Created", day, "u1"),
+        ("a", "users:Report Created", day, "u2"),
+        ("a", "users:Report Created", day + timedelta(days=1), "u1"),
+    }
+    assert metrics[1].stored_as() == "event:Report Created"
