@@ -80,7 +80,7 @@ class ScoringParams(BaseModel):
     yellow: Number = Field(default=40.0, ge=0, le=100)
     # the default formula: the configured metrics plus parts over every event name
     # (README "The score"); false: the configured metrics alone
-    event_parts: bool = False
+    event_parts: Annotated[bool, Strict()] = False  # JSON true/false only
     negative_events: str = Field(
         default=NEGATIVE_EVENTS,
         max_length=500,
