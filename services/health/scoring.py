@@ -246,7 +246,8 @@ def event_parts(
     value = np.stack([mix, breadth, friction], axis=1)
     # breadth says nothing about an account that only ever uses one event name
     several_names = has_base & (base_names > 1)
-    weight = PART_WEIGHTS[None, :] * np.stack([np.ones(a_n), several_names, has_friction], 1)
+    has_events = np.full(a_n, counts.shape[1] > 0)  # no per-event rollups at all: no part
+    weight = PART_WEIGHTS[None, :] * np.stack([has_events, several_names, has_friction], 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         share_r = np.where(neg_r + pos_r > 0, neg_r / (neg_r + pos_r), 0.0)
         share_b = np.where(neg_b + pos_b > 0, neg_b / (neg_b + pos_b), 0.0)
