@@ -9,6 +9,7 @@ import sys
 MODULES = [
     "bench.ingest",
     "bench.health",
+    "bench.score_quality",
     "bench.playbooks",
     "bench.notify",
     "bench.e2e",

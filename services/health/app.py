@@ -16,7 +16,7 @@ from services.health.decode import decode
 from services.health.eventnames import EventNames
 from services.health.outbox import OutboxRelay
 from services.health.recompute import Recomputer
-from services.health.routes import accounts, alerts, catalog, config, outcomes, rules
+from services.health.routes import accounts, alerts, catalog, config, models, outcomes, rules
 from services.health.scheduler import RecomputeScheduler
 from services.health.settings import HealthSettings
 from shared import topics
@@ -111,6 +111,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             rules.router,
             config.router,
             catalog.router,
+            models.router,
         ],
         on_start=on_start,
         auto_migrate=settings.auto_migrate,

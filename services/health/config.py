@@ -9,6 +9,7 @@ weight 0 are rolled up and shown but not scored.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ Number = Annotated[float, Strict()]  # over REST: JSON numbers only, not true/fa
 Int = Annotated[int, Strict()]
 MetricKind = Literal["count", "distinct_users", "sum", "last", "event_count", "event_users"]
 EVENT_KINDS = ("event_count", "event_users")
+NEGATIVE_EVENTS = r"error|fail|crash|exception|ticket|complain|bug|timeout|reject"
 
 
 class MetricDef(BaseModel):
@@ -76,12 +78,28 @@ class ScoringParams(BaseModel):
     neutral: Number = Field(default=75.0, gt=0, lt=100)
     green: Number = Field(default=70.0, ge=0, le=100)
     yellow: Number = Field(default=40.0, ge=0, le=100)
+    # the default formula: the configured metrics plus parts over every event name
+    # (README "The score"); false: the configured metrics alone
+    event_parts: Annotated[bool, Strict()] = False  # JSON true/false only
+    negative_events: str = Field(
+        default=NEGATIVE_EVENTS,
+        max_length=500,
+        description="regular expression (case-insensitive search) of friction event names",
+    )
 
     @model_validator(mode="after")
     def _bands_ordered(self) -> ScoringParams:
         if self.yellow > self.green:
             raise ValueError("scoring.yellow must not be above scoring.green")
+        try:
+            re.compile(self.negative_events)
+        except re.error as exc:
+            raise ValueError(f"scoring.negative_events is not a regular expression: {exc}") from exc
         return self
+
+    def negative(self, names: list[str]) -> list[bool]:
+        pattern = re.compile(self.negative_events, re.IGNORECASE)
+        return [pattern.search(n) is not None for n in names]
 
 
 class MetricsConfig(BaseModel):

@@ -262,3 +262,18 @@ class OutboxMessage(Base):
     key: Mapped[bytes] = mapped_column(LargeBinary)
     value: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ScoreModel(Base):
+    """A fitted health model, one row per fit (versioned by id). Which one scores is the
+    ``score_model`` config entry, so every replica uses the same."""
+
+    __tablename__ = "score_models"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    as_of: Mapped[date] = mapped_column(Date)
+    horizon_days: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[list[str]] = mapped_column(Json)  # rollup keys the features read
+    params: Mapped[dict[str, Any]] = mapped_column(Json)  # FittedModel.params()
+    evaluation: Mapped[dict[str, Any]] = mapped_column(Json)  # held-out AUCs, counts

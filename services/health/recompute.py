@@ -21,12 +21,13 @@ from services.health import repository as repo
 from services.health.alerts import reconcile
 from services.health.config import MetricsConfig
 from services.health.configstore import ConfigStore
+from services.health.model_store import active_model
 from services.health.models import Account, AlertRule
 from services.health.outbox import enqueue_many
 from services.health.outcomes import churned_as_of, resolve_churned
 from services.health.rules import Hit, evaluate
 from services.health.scoring import BAND_NAMES, FloatArray, IntArray, Scores, finite, reason
-from services.health.snapshot import NEVER, Cube, score_at, snapshot_at
+from services.health.snapshot import NEVER, ActiveModel, Cube, score_at, snapshot_at
 from shared import topics
 from shared.envelope import Envelope, wrap
 from shared.messages import HealthScored, ScoreComponent
@@ -70,18 +71,28 @@ def build_cube(
     days: int,
     owner_changes: list[tuple[str, datetime]],
     segment_table: dict[str, int],
+    events: list[tuple[str, str]] | None = None,
+    model: ActiveModel | None = None,
 ) -> Cube:
+    """The arrays of ``accounts``: configured metrics, and each of ``events`` ((rollup
+    key, name): every event name's own rollups) when the formula or the model reads them."""
+    events = events or []
     ids = [a.account_id for a in accounts]
     a_index = {a: i for i, a in enumerate(ids)}
     m_index: dict[str, list[int]] = {}  # rollup key -> the metrics reading it
     for j, key in enumerate(config.storage_keys):
         m_index.setdefault(key, []).append(j)
     values = np.zeros((len(ids), len(config.metrics), days))
+    e_index = {key: x for x, (key, _) in enumerate(events)}
+    event_values = np.zeros((len(ids), len(events), days)) if events else None
     for account_id, metric, offsets, vals in series:
         a = a_index.get(account_id)
         if a is not None:
             for m in m_index.get(metric, ()):
                 values[a, m, offsets] = vals
+            x = e_index.get(metric)
+            if x is not None and event_values is not None:
+                event_values[a, x, offsets] = vals
     values = finite(values)
 
     def day_index(d: date | None, default: float) -> float:
@@ -109,11 +120,34 @@ def build_cube(
             for acc, when in owner_changes
             if acc in a_index
         ],
+        storage_keys=config.storage_keys,
+        user_metrics=[m.kind in ("distinct_users", "event_users") for m in config.metrics],
+        event_keys=[k for k, _ in events],
+        event_names=[n for _, n in events],
+        event_values=None if event_values is None else finite(event_values),
+        model=model,
     )
 
 
 def components_of(scores: Scores, a: int, config: MetricsConfig) -> list[dict[str, Any]]:
     out = []
+    parts = scores.part_points, scores.part_reason, scores.part_values, scores.part_weights
+    points, why, values, weights = parts
+    if points is not None and why is not None and values is not None and weights is not None:
+        for k, part in enumerate(scores.parts):
+            value = round(float(values[a, k]), 4)
+            out.append(
+                {
+                    "metric": part,
+                    "weight": round(float(weights[a, k]), 4),
+                    "level": value,
+                    "trend": value,
+                    "points": round(float(points[a, k]), 2),
+                    "reason": why(a, k),
+                }
+            )
+    if scores.only_parts:  # a fitted model: its groups are the components
+        return out
     for m, metric in enumerate(config.metrics):
         if metric.weight <= 0:
             continue
@@ -242,6 +276,7 @@ class Recomputer:
         rules: list[AlertRule],
         *,
         extra_days: int = 0,
+        with_events: bool = False,
     ) -> tuple[Cube, tuple[tuple[FloatArray, IntArray] | None, tuple[FloatArray, IntArray] | None]]:
         """The cube for the accounts, and (for a subset) every account's levels as peers.
 
@@ -257,8 +292,12 @@ class Recomputer:
             accounts = [found[a] for a in sorted(found)]
         accounts = [a for a in accounts if a.account_id not in churned]
         ids = [a.account_id for a in accounts]
+        model = await active_model(session)
+        needed = with_events or config.scoring.event_parts or model is not None
+        events = await repo.event_keys(session) if needed else []
+        keys = config.storage_keys + [k for k, _ in events]
         series = await repo.load_series(
-            session, first_day, as_of, None if account_ids is None else ids, config.storage_keys
+            session, first_day, as_of, None if account_ids is None else ids, keys
         )
         changes = await repo.owner_changes(session, None if account_ids is None else ids)
         table: dict[str, int] = {}
@@ -270,13 +309,15 @@ class Recomputer:
             days=days,
             owner_changes=[(c.account_id, c.changed_at) for c in changes],
             segment_table=table,
+            events=events,
+            model=model,
         )
         if account_ids is None:
             return cube, (None, None)
         recent = config.scoring.recent_days
-        now_peers = await self._peers(session, as_of, recent, config, table, churned)
+        now_peers = await self._peers(session, as_of, recent, cube, table, churned)
         week_peers = await self._peers(
-            session, as_of - timedelta(days=7), recent, config, table, churned
+            session, as_of - timedelta(days=7), recent, cube, table, churned
         )
         return cube, (now_peers, week_peers)
 
@@ -285,20 +326,21 @@ class Recomputer:
         session: AsyncSession,
         end: date,
         days: int,
-        config: MetricsConfig,
+        cube: Cube,
         table: dict[str, int],
         churned: set[str],
     ) -> tuple[FloatArray, IntArray]:
-        """Every (not churned) account's mean per day over the window before ``end``, and
-        its segment code."""
+        """Every (not churned) account's mean per day over the window before ``end`` (the
+        cube's metrics, then its per-event keys), and its segment code."""
         segments = [s for s in await repo.account_segments(session) if s[0] not in churned]
         index = {a: i for i, (a, _) in enumerate(segments)}
+        keys = cube.storage_keys + cube.event_keys
         m_index: dict[str, list[int]] = {}
-        for j, key in enumerate(config.storage_keys):
+        for j, key in enumerate(keys):
             m_index.setdefault(key, []).append(j)
-        levels = np.zeros((len(segments), len(config.metrics)))
+        levels = np.zeros((len(segments), len(keys)))
         start = end - timedelta(days=days)
-        for a, m, total in await repo.window_totals(session, start, end, config.storage_keys):
+        for a, m, total in await repo.window_totals(session, start, end, keys):
             if a in index:
                 for j in m_index.get(m, ()):
                     levels[index[a], j] = total / days

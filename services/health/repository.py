@@ -11,12 +11,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.health.eventnames import COUNT_PREFIX, OTHER, USERS_PREFIX
 from services.health.models import (
     Account,
     Alert,
     AlertRule,
     ConfigEntry,
     Contact,
+    EventName,
     Outcome,
     OwnerChange,
     Rollup,
@@ -474,6 +476,30 @@ async def outcomes_of(session: AsyncSession, account_id: str) -> list[Outcome]:
 async def outcomes_since(session: AsyncSession, since: date) -> list[Outcome]:
     rows = await session.scalars(select(Outcome).where(Outcome.at >= since).order_by(Outcome.id))
     return list(rows)
+
+
+async def first_rollup_day(session: AsyncSession) -> date | None:
+    day: date | None = await session.scalar(select(func.min(Rollup.day)))
+    return day
+
+
+async def history_at(session: AsyncSession, day: date) -> dict[str, tuple[float, str]]:
+    """Every account's stored score and band as of ``day`` (score history)."""
+    result = await session.execute(
+        select(ScoreHistory.account_id, ScoreHistory.score, ScoreHistory.band).where(
+            ScoreHistory.day == day
+        )
+    )
+    return {a: (s, b) for a, s, b in result.tuples()}
+
+
+async def event_keys(session: AsyncSession) -> list[tuple[str, str]]:
+    """(rollup key, display name) of every event name with rollups of its own, counts
+    and users, plus the two "other" keys."""
+    rows = (await session.execute(select(EventName.slug, EventName.name))).tuples()
+    named = sorted((slug, name) for slug, name in rows)
+    named.append((OTHER, "other events"))
+    return [(COUNT_PREFIX + s, n) for s, n in named] + [(USERS_PREFIX + s, n) for s, n in named]
 
 
 async def event_volumes(

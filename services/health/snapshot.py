@@ -8,17 +8,33 @@ the scores use the days before it.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 
 from services.health.config import ScoringParams
+from services.health.eventnames import COUNT_PREFIX
+from services.health.model_fit import FittedModel, raw_features, reason, score_with
 from services.health.rules import Snapshot, evaluate
-from services.health.scoring import FloatArray, IntArray, Scores, score_accounts
+from services.health.scoring import (
+    BAND_RANK,
+    FloatArray,
+    IntArray,
+    Scores,
+    default_score,
+    score_accounts,
+)
 
 NEVER = -(10**6)
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    id: int
+    model: FittedModel
+    metrics: list[str]  # the rollup keys its features are built from, in order
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,14 @@ class Cube:
     renewal: FloatArray  # [a] day index, nan = unknown
     stage_since: IntArray | None = None  # [a] day index the current stage began (None: first seen)
     owner_changes: list[tuple[int, int]] = field(default_factory=list)  # (a, day index)
+    storage_keys: list[str] = field(default_factory=list)  # [m] the rollup key each reads
+    user_metrics: list[bool] = field(default_factory=list)  # [m] counts active users
+    # every event name's own rollups (``event:<slug>`` / ``users:<slug>``), for the
+    # default's event parts and a fitted model's per-event metrics
+    event_keys: list[str] = field(default_factory=list)
+    event_names: list[str] = field(default_factory=list)  # [x] display name of each key
+    event_values: FloatArray | None = None  # [a, x, d]
+    model: ActiveModel | None = None  # the fitted model that scores, if one is active
 
     def index_of(self, day: date) -> int:
         return (day - self.first_day).days
@@ -79,16 +103,93 @@ def score_at(
     peers: tuple[FloatArray, IntArray] | None = None,
 ) -> Scores:
     """Scores of every account of the cube as of day index ``end``."""
+    m = len(cube.metric_keys)
+    event_peers = None
     if peers is None:
         peers = (plain_recent(cube.values, end, params.recent_days), cube.segments)
-    return score_accounts(
+    elif peers[0].shape[1] > m:  # a subset: every account's per-event levels came along
+        picks = [m + i for i, k in enumerate(cube.event_keys) if k.startswith(COUNT_PREFIX)]
+        event_peers = (peers[0][:, picks], peers[1])
+        peers = (peers[0][:, :m], peers[1])
+    ages = np.maximum(end - cube.first_seen, 0)
+    if cube.model is not None:
+        base = score_accounts(
+            cube.values,
+            end=end,
+            ages=ages,
+            segments=cube.segments,
+            weights=cube.weights,
+            params=params,
+            peers=peers,
+        )
+        return with_model(base, cube, end, cube.model)
+    if not params.event_parts:
+        return score_accounts(
+            cube.values,
+            end=end,
+            ages=ages,
+            segments=cube.segments,
+            weights=cube.weights,
+            params=params,
+            peers=peers,
+        )
+    counts, names = event_counts(cube)
+    return default_score(
         cube.values,
+        counts,
+        np.array(params.negative(names), dtype=bool),
+        names,
         end=end,
-        ages=np.maximum(end - cube.first_seen, 0),
+        ages=ages,
         segments=cube.segments,
         weights=cube.weights,
+        users=np.array(cube.user_metrics or [False] * len(cube.metric_keys), dtype=bool),
         params=params,
         peers=peers,
+        event_peers=event_peers,
+    )
+
+
+def event_counts(cube: Cube) -> tuple[FloatArray, list[str]]:
+    """``[a, e, d]`` per-event counts (the ``event:`` keys) and their display names."""
+    picks = [i for i, k in enumerate(cube.event_keys) if k.startswith(COUNT_PREFIX)]
+    if cube.event_values is None or not picks:
+        return np.zeros((len(cube.account_ids), 0, cube.values.shape[2])), []
+    return cube.event_values[:, picks, :], [cube.event_names[i] for i in picks]
+
+
+def model_inputs(cube: Cube, metrics: list[str]) -> FloatArray:
+    """``[a, m, d]`` daily values of the rollup keys ``metrics`` (configured metric
+    keys or per-event keys; zeros for a key the cube does not hold)."""
+    days = cube.values.shape[2]
+    out = np.zeros((len(cube.account_ids), len(metrics), days))
+    own = {k: j for j, k in enumerate(cube.metric_keys)}
+    events = {k: j for j, k in enumerate(cube.event_keys)}
+    for i, key in enumerate(metrics):
+        if key in own:
+            out[:, i, :] = cube.values[:, own[key], :]
+        elif key in events and cube.event_values is not None:
+            out[:, i, :] = cube.event_values[:, events[key], :]
+    return out
+
+
+def with_model(base: Scores, cube: Cube, end: int, active: ActiveModel) -> Scores:
+    """``base`` (kept for the rules' metric levels) scored by a fitted model instead."""
+    raw, _ = raw_features(model_inputs(cube, active.metrics)[:, :, :end], end, active.metrics)
+    scored = score_with(active.model, raw)
+    band = np.array([BAND_RANK[b] for b in scored.band], dtype=np.int64)
+    groups = [active.model.features[g[0]] for g in active.model.groups]
+    return replace(
+        base,
+        score=scored.score,
+        band=band,
+        points=np.zeros_like(base.points),
+        parts=groups,
+        part_points=scored.points,
+        part_reason=lambda a, k: reason(active.model, raw, scored.points, a, k),
+        part_values=active.model.grouped(raw),
+        part_weights=np.broadcast_to(active.model.coef, scored.points.shape),
+        only_parts=True,
     )
 
 

@@ -170,6 +170,10 @@ async def test_churned_account_leaves_segment_medians_and_comes_back_when_active
 ) -> None:
     big, small = new_account("big"), new_account("small")
     segment = f"seg-{big}"
+    async with client(api) as c:  # score the all-events count: its component shows the median
+        config = (await c.get("/v1/config/metrics")).json()
+        config["metrics"][0]["weight"] = 1.0
+        assert (await c.put("/v1/config/metrics", json=config)).status_code == 200
     await send(
         [
             account_upsert(big, day_at(40), segment=segment),

@@ -165,8 +165,10 @@ async def test_components_carry_reasons(scenario: Scenario) -> None:
             f"/v1/accounts/{scenario.ids['steady1']}/metrics", params={"days": 10}
         )
     health = r.json()["health"]
-    events = next(c for c in health["components"] if c["metric"] == "events")
-    assert "vs 4-week baseline" in events["reason"] and events["points"] < -10
+    # the default scores usage per event name (the all-events count is shown, weight 0)
+    events = next(c for c in health["components"] if c["metric"] == "event_mix")
+    assert "Report Created" in events["reason"] and "vs 4-week baseline" in events["reason"]
+    assert events["points"] < -10
     assert events["reason"].endswith(f"{events['points']:+.0f}")
     assert history.status_code == 200 and history.json()[0]["band"] == "red"
     series = {m["metric"]: m["values"] for m in metrics.json()["metrics"]}
