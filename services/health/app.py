@@ -65,9 +65,14 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             max_delay=settings.debounce_max_seconds,
             interval=settings.recompute_interval_seconds,
             live_interval=settings.live_interval_seconds,
+            today=settings.today,
         )
         consumer = HealthConsumer(
-            runtime.sessions, metrics=store.metrics, on_stored=scheduler.nudge, today=settings.today
+            runtime.sessions,
+            metrics=store.metrics,
+            on_stored=scheduler.nudge,
+            today=settings.today,
+            settle_seconds=settings.settle_seconds,
         )
         runner = ConsumerRunner(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -79,6 +84,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             decode=decode,
         )
         scheduler.backlog = lambda: runner.behind
+        consumer.behind = lambda: runner.behind
         app.state.health = HealthContext(
             settings=settings,
             sessions=runtime.sessions,

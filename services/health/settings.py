@@ -28,6 +28,9 @@ class HealthSettings(BaseServiceSettings):
     )
     outbox_interval_seconds: float = Field(default=1.0, alias="HEALTH_OUTBOX_INTERVAL", gt=0)
     alert_budget_per_csm: int = Field(default=20, alias="HEALTH_ALERT_BUDGET", ge=0)
+    # Alerts open only on settled data: an account that got backdated events (or events
+    # from a backlog) opens none until this long after the last of them (see alerts.py).
+    settle_seconds: float = Field(default=30.0, alias="HEALTH_SETTLE_SECONDS", ge=0, le=86_400)
 
     def today(self) -> date:
         return self.as_of or datetime.now(UTC).date()
