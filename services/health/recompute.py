@@ -178,10 +178,13 @@ class Recomputer:
                 return await self._history_only(session, account_ids, as_of, config)
             marks = await repo.dirty_marks(session, account_ids)
             result = await self._run(session, account_ids, as_of, config, budget)
-            # held accounts stay marked: they are rescored (and judged) once settled
+            # held accounts stay (or become) marked: rescored and judged once settled
             await repo.clear_dirty(
                 session, {a: d for a, d in marks.items() if a not in result.held}
             )
+            unmarked = sorted(result.held - marks.keys())
+            if unmarked:
+                await repo.mark_dirty(session, unmarked, datetime.now(UTC))
         if self._on_committed is not None:
             self._on_committed()
         return result
