@@ -22,9 +22,9 @@ from shared.supervisor import System
 
 console = Console()
 PAGE = 500
-# The alert rules as they were before the demo paused them for the import: written before
-# anything is switched off, removed once they are back, so an interrupted demo (Ctrl-C in
-# the middle of the replay, a crash) never leaves alerting off for the next run.
+# Written by demos before alerts judged settled data only: they switched every rule off
+# for the import and kept the rules as they were here until they were back on. A demo
+# interrupted back then left them off; ``uptake run`` and ``uptake demo`` put them back.
 PAUSED_RULES = "demo-paused-rules.json"
 # Longer than the playbooks scheduler's default tick (5 s): a quiet pipeline has no
 # step waiting for its next pass.
@@ -32,45 +32,57 @@ QUIET_SECONDS = 6.0
 
 
 async def run_demo(system: System, *, accounts: int, days: int) -> None:
+    """Import the history with every alert rule on: health scores it as it arrives and
+    alerts only once each account's data has settled, so nobody is emailed about the
+    import itself."""
     settings = system.settings
     ingest_key = create_token(settings.secret, scopes=["ingest"], subject="demo-product")
     admin = create_token(settings.secret, scopes=["admin"], subject="demo-cs-tool")
     today = datetime.now(UTC).date()
     population = make_population(accounts, today=today)
     async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {admin}"}) as c:
+        await restore_paused_rules(system, c)
         await create_team(system, c)
-        # Import the history first, then switch alerting on: alerts judge complete data.
-        rules = await pause_alerting(system, c)
-        imported = False
-        try:
-            console.print(
-                f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]"
-            )
-            started = time.monotonic()
-            stats = await replay(
-                system.url("ingest"), ingest_key, population, days=days, today=today
-            )
-            console.print(
-                f"sent {stats.events:,} calls in {stats.batches:,} batches "
-                f"({stats.events / (time.monotonic() - started):,.0f}/s), "
-                f"{stats.rejected} rejected, {stats.retries} retried"
-            )
-            await settle(system, c, "importing the history")
-            imported = True
-        finally:  # interrupted too: the rules go back as they were
-            await resume_alerting(system, c, rules, recompute=imported)
+        console.print(f"[bold]Replaying {days} days of usage for {accounts} simulated accounts[/]")
+        started = time.monotonic()
+        stats = await replay(system.url("ingest"), ingest_key, population, days=days, today=today)
+        console.print(
+            f"sent {stats.events:,} calls in {stats.batches:,} batches "
+            f"({stats.events / (time.monotonic() - started):,.0f}/s), "
+            f"{stats.rejected} rejected, {stats.retries} retried"
+        )
+        await settle(system, c, "importing the history")
+        await settled_in_health(system, c)
         await settle(system, c, "alerts, task groups and messages")
         await summary(system, c)
 
 
 async def resume_interrupted_demo(system: System) -> None:
-    """``uptake run`` after a demo that died mid-import: switch its rules back on."""
-    path = _paused_rules_file(system)
-    if not path.exists():
+    """``uptake run`` after an older demo that died mid-import: switch its rules back on."""
+    if not _paused_rules_file(system).exists():
         return
     admin = create_token(system.settings.secret, scopes=["admin"], subject="uptake-run")
     async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {admin}"}) as c:
-        await resume_alerting(system, c, orjson.loads(path.read_bytes()), recompute=True)
+        await restore_paused_rules(system, c)
+
+
+async def restore_paused_rules(system: System, client: httpx.AsyncClient) -> None:
+    """Rules an interrupted older demo left switched off go back as they were, and
+    everyone is rescored."""
+    path = _paused_rules_file(system)
+    if not path.exists():
+        return
+    rules: list[dict[str, Any]] = orjson.loads(path.read_bytes())
+    url = f"{system.url('health')}/v1/alert-rules"
+    for rule in rules:
+        body = {k: rule[k] for k in ("type", "name", "severity", "cooldown_days", "params")}
+        body["enabled"] = rule["enabled"]
+        response = await client.put(f"{url}/{rule['id']}", json=body)
+        if response.status_code == 404:  # deleted meanwhile: nothing to switch
+            continue
+        response.raise_for_status()
+    path.unlink()
+    (await client.post(f"{system.url('health')}/v1/recompute")).raise_for_status()
     console.print("alert rules paused by an interrupted demo are back on")
 
 
@@ -90,41 +102,22 @@ def _paused_rules_file(system: System) -> Path:
     return system.settings.data_dir / PAUSED_RULES
 
 
-async def pause_alerting(system: System, client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    """Switch health's alert rules off, returning them as they were (and keeping them on
-    disk until :func:`resume_alerting`). After an interrupted demo the file, not the
-    switched-off rules health now holds, says how they were."""
-    path = _paused_rules_file(system)
-    if path.exists():
-        rules: list[dict[str, Any]] = orjson.loads(path.read_bytes())
-    else:
-        rules = (await client.get(f"{system.url('health')}/v1/alert-rules")).json()
-        path.write_bytes(orjson.dumps(rules))
-    await _put_rules(system, client, rules, enabled=False)
-    return rules
+async def _gauge(system: System, client: httpx.AsyncClient, service: str, name: str) -> float:
+    text = (await client.get(f"{system.url(service)}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
-async def resume_alerting(
-    system: System, client: httpx.AsyncClient, rules: list[dict[str, Any]], *, recompute: bool
-) -> None:
-    """Put the rules back as they were; ``recompute`` scores everyone (and alerts) now."""
-    await _put_rules(system, client, rules, enabled=True)
-    _paused_rules_file(system).unlink(missing_ok=True)
-    if recompute:
-        (await client.post(f"{system.url('health')}/v1/recompute")).raise_for_status()
-
-
-async def _put_rules(
-    system: System, client: httpx.AsyncClient, rules: list[dict[str, Any]], *, enabled: bool
-) -> None:
-    url = f"{system.url('health')}/v1/alert-rules"
-    for rule in rules:
-        body = {k: rule[k] for k in ("type", "name", "severity", "cooldown_days", "params")}
-        body["enabled"] = rule["enabled"] and enabled
-        response = await client.put(f"{url}/{rule['id']}", json=body)
-        if response.status_code == 404:  # deleted meanwhile: nothing to switch
-            continue
-        response.raise_for_status()
+async def settled_in_health(system: System, client: httpx.AsyncClient) -> None:
+    """Until health has judged every account on settled data (``HEALTH_SETTLE_SECONDS``
+    after its last backdated event): no account left waiting for its rescoring."""
+    with console.status("waiting for health: alerts judge each account's settled data..."):
+        while True:
+            if await _gauge(system, client, "health", "uptake_health_accounts_pending") <= 0:
+                return
+            await asyncio.sleep(1)
 
 
 async def consumed(system: System, client: httpx.AsyncClient) -> float:
@@ -213,6 +206,12 @@ async def summary(system: System, client: httpx.AsyncClient) -> None:
         "Messages sent",
         Counter(f"{d['channel']} {d['status']}" for d in deliveries),
         "channel / status",
+    )
+    emails = [d for d in deliveries if d["channel"] == "email" and d["status"] == "sent"]
+    reached = {d["recipient"] for d in emails if d.get("recipient")}
+    console.print(
+        f"Emails sent: {len(emails)} to {len(reached)} contacts "
+        f"(accounts: {len({d['account_id'] for d in emails})})"
     )
     console.print(f"Dev outbox: {system.settings.data_dir.resolve() / 'outbox'}")
     for name in system.processes:

@@ -44,7 +44,8 @@ def demo(
     days: Annotated[int, typer.Option(help="Days of usage history to replay")] = 90,
     exit_after: Annotated[bool, typer.Option(help="Stop once the summary is printed")] = False,
 ) -> None:
-    """`uptake run`, then replay simulated usage through the ingest API and show the outcome."""
+    """`uptake run`, then replay simulated usage through the ingest API (every alert rule
+    on: alerts judge settled data only) and show the outcome."""
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the services' logs: the summary speaks
     settings = BaseServiceSettings()
     configure_logging(service="uptake", level="WARNING", json=False)

@@ -160,12 +160,22 @@ async def reconcile(
     accounts: dict[str, Account],
     now: datetime,
     budget: int,
+    held: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, int]:
-    """Bring alerts of ``account_ids`` in line with the rules' current hits (per rule id)."""
+    """Bring alerts of ``account_ids`` in line with the rules' current hits (per rule id).
+
+    The alerts of ``held`` accounts (data not settled yet: :mod:`settle`) are left as they
+    are: none opens, changes or resolves on data that may still be incomplete."""
     counts = {"opened": 0, "deferred": 0, "resolved": 0}
     by_rule = {r.id: r for r in rules}
-    holding = {(account_ids[h.index], rule_id): h for rule_id, found in hits.items() for h in found}
-    active = {(a.account_id, a.rule_id): a for a in await repo.active_alerts(session, account_ids)}
+    judged = [a for a in account_ids if a not in held]
+    holding = {
+        (account_ids[h.index], rule_id): h
+        for rule_id, found in hits.items()
+        for h in found
+        if account_ids[h.index] not in held
+    }
+    active = {(a.account_id, a.rule_id): a for a in await repo.active_alerts(session, judged)}
     waiting: list[Candidate] = []
     for key, alert in active.items():
         rule = by_rule.get(alert.rule_id)
@@ -179,7 +189,7 @@ async def reconcile(
         else:
             _resolve(session, alert, now, "auto")
             counts["resolved"] += 1
-    history = await repo.alert_history(session, account_ids)
+    history = await repo.alert_history(session, judged)
     candidates: list[Candidate] = []
     for (account_id, rule_id), hit in holding.items():
         if (account_id, rule_id) in active:

@@ -66,6 +66,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             max_delay=settings.debounce_max_seconds,
             interval=settings.recompute_interval_seconds,
             live_interval=settings.live_interval_seconds,
+            today=settings.today,
         )
         event_names = EventNames(runtime.sessions, cap=settings.max_event_metrics)
         consumer = HealthConsumer(
@@ -74,6 +75,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             on_stored=scheduler.nudge,
             today=settings.today,
             event_names=event_names,
+            settle_seconds=settings.settle_seconds,
         )
         runner = ConsumerRunner(
             bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -85,6 +87,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             decode=decode,
         )
         scheduler.backlog = lambda: runner.behind
+        consumer.behind = lambda: runner.behind
         app.state.health = HealthContext(
             settings=settings,
             sessions=runtime.sessions,

@@ -1,7 +1,8 @@
 """The batch handler for ``usage.events.v1`` and ``accounts.v1`` (group ``health``).
 
-One database transaction per batch stores the dedupe marks, the rollup increments and
-the registry changes; only then does the runner commit the offsets. A replayed message
+One database transaction per batch stores the dedupe marks, the rollup increments,
+the registry changes and the settle marks of accounts that got backdated or backlog
+data (:mod:`settle`); only then does the runner commit the offsets. A replayed message
 finds its mark and changes nothing.
 """
 
@@ -13,7 +14,7 @@ from datetime import date, datetime, timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.health import outcomes
+from services.health import outcomes, settle
 from services.health import repository as repo
 from services.health.alerts import reassign
 from services.health.config import MetricsConfig
@@ -39,12 +40,16 @@ class HealthConsumer:
         on_stored: Callable[[bool], None],
         today: Callable[[], date],
         event_names: EventNames | None = None,
+        settle_seconds: float = 0.0,
+        behind: Callable[[], bool] = lambda: False,
     ) -> None:
         self._sessions = sessions
         self._metrics = metrics
         self._on_stored = on_stored
         self._today = today
         self._event_names = event_names  # None: no per-event rollups
+        self._settle_seconds = settle_seconds
+        self.behind = behind  # the runner's: this batch came from a backlog
 
     async def handle(self, records: list[Record]) -> None:
         usage: list[Usage] = []
@@ -69,13 +74,27 @@ class HealthConsumer:
         config = await self._metrics()
         now = utcnow()
         per_event = await self._per_event(usage, config)
+        today = self._today()
+        backlog = self.behind()
         async with self._sessions() as session, session.begin():
             keys = [(u.facts.account_id, u.message_id) for u in usage]
             keys += [(e.account_id, a.message_id) for e, a in upserts]
             keys += [(e.account_id, c.message_id) for e, c in contacts]
             new = await repo.insert_seen(session, keys)
-            newest = await self._store_usage(session, usage, new, config, now, per_event)
+            days = await self._store_usage(session, usage, new, config, now, per_event)
             registry = await self._store_registry(session, upserts, contacts, new, now)
+            unsettled = {a for a, (first, _) in days.items() if backlog or first < today}
+            unsettled |= {
+                e.account_id
+                for e, u in upserts
+                if (e.account_id, u.message_id) in new
+                and (backlog or utc_day(e.occurred_at) < today)
+            }
+            if unsettled or backlog:
+                await settle.hold(
+                    session, unsettled, now=now, seconds=self._settle_seconds, backlog=backlog
+                )
+        newest = max((last for _, last in days.values()), default=None)
         if newest is not None or registry:
             recent = newest is not None and newest >= self._today() - timedelta(days=LIVE_DAYS)
             self._on_stored(registry or recent)
@@ -99,8 +118,9 @@ class HealthConsumer:
         config: MetricsConfig,
         now: datetime,
         per_event: dict[str, tuple[str, str]] | None,
-    ) -> date | None:
-        """Store the new events' rollups; returns the newest event day (None: nothing new)."""
+    ) -> dict[str, tuple[date, date]]:
+        """Store the new events' rollups; returns each touched account's first and last
+        event day (empty: nothing new)."""
         facts: list[EventFacts] = []
         for event in usage:
             key = (event.facts.account_id, event.message_id)
@@ -109,12 +129,12 @@ class HealthConsumer:
             new.discard(key)  # a duplicate within the batch counts once
             facts.append(event.facts)
         if not facts:
-            return None
+            return {}
         inc = aggregate(facts, config.metrics, per_event)
         await repo.store_usage(session, inc.days, inc.users, inc.added, now)
         if inc.last:
             await repo.set_last_rollups(session, inc.last)
-        return max(last for _, last in inc.days.values())
+        return inc.days
 
     async def _store_registry(
         self,

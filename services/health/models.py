@@ -61,6 +61,9 @@ class Account(Base):
     churned_at: Mapped[date | None] = mapped_column(Date)
     churn_reason: Mapped[str | None] = mapped_column(String(500))
     dirty_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # no alert opens, changes or resolves for the account before this (wall clock): set a
+    # settle delay past the last backdated event or backlog batch that touched it
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health import repository as repo
+from services.health import settle
 from services.health.alerts import reconcile
 from services.health.config import MetricsConfig
 from services.health.configstore import ConfigStore
@@ -39,6 +40,8 @@ class RecomputeResult:
     accounts: int
     scores_changed: int
     alerts: dict[str, int]
+    held: set[str] = field(default_factory=set)  # alerting waits for their data to settle
+    settles_at: datetime | None = None  # when the first of them settles
 
 
 def lookback_days(config: MetricsConfig, rules: list[AlertRule]) -> int:
@@ -60,6 +63,12 @@ def _day(ts: datetime | None) -> date | None:
     if ts is None:
         return None
     return ts.date() if ts.tzinfo is None else ts.astimezone(UTC).date()
+
+
+def _stage_since(a: Account, day_index: Callable[[date | None, float], float], days: int) -> float:
+    """The day the current stage began, no earlier than the rules' evidence starts."""
+    since = day_index(_day(a.stage_changed_at) or a.first_seen, days)
+    return max(since, day_index(settle.evidence_start(a), days))
 
 
 def build_cube(
@@ -105,14 +114,16 @@ def build_cube(
         weights=np.array([m.weight for m in config.metrics], dtype=np.float64),
         values=values,
         first_day=first_day,
-        first_seen=np.array([day_index(a.first_seen, days) for a in accounts], dtype=np.int64),
+        first_seen=np.array(
+            [day_index(settle.evidence_start(a), days) for a in accounts], dtype=np.int64
+        ),
         last_active=np.array([day_index(a.last_active, NEVER) for a in accounts], dtype=np.int64),
         segments=_segment_codes([a.segment for a in accounts], segment_table),
         stage=[a.stage for a in accounts],
         plan=[a.plan for a in accounts],
         renewal=np.array([day_index(a.renewal_date, np.nan) for a in accounts]),
         stage_since=np.array(
-            [day_index(_day(a.stage_changed_at) or a.first_seen, days) for a in accounts],
+            [_stage_since(a, day_index, days) for a in accounts],
             dtype=np.int64,
         ),
         owner_changes=[
@@ -205,7 +216,13 @@ class Recomputer:
                 return await self._history_only(session, account_ids, as_of, config)
             marks = await repo.dirty_marks(session, account_ids)
             result = await self._run(session, account_ids, as_of, config, budget)
-            await repo.clear_dirty(session, marks)
+            # held accounts stay (or become) marked: rescored and judged once settled
+            await repo.clear_dirty(
+                session, {a: d for a, d in marks.items() if a not in result.held}
+            )
+            unmarked = sorted(result.held - marks.keys())
+            if unmarked:
+                await repo.mark_dirty(session, unmarked, datetime.now(UTC))
         if self._on_committed is not None:
             self._on_committed()
         return result
@@ -254,8 +271,16 @@ class Recomputer:
         changed = await self._store_scores(
             session, cube, snap.now, snap.week_ago, as_of, now, config
         )
-        hits: dict[str, list[Hit]] = {r.id: evaluate(r.type, r.params, snap) for r in rules}
         accounts = await repo.get_accounts(session, cube.account_ids)
+        holds = await settle.holds(
+            session, accounts, now=now, recent_days=config.scoring.recent_days
+        )
+        hits: dict[str, list[Hit]] = {}
+        for r in rules:
+            found = evaluate(r.type, r.params, snap)
+            if r.type in settle.USAGE_RULES and holds.new:
+                found = [h for h in found if cube.account_ids[h.index] not in holds.new]
+            hits[r.id] = found
         counts = await reconcile(
             session,
             rules=rules,
@@ -264,8 +289,11 @@ class Recomputer:
             accounts=accounts,
             now=now,
             budget=budget,
+            held=holds.settling,
         )
-        return RecomputeResult(as_of, len(cube.account_ids), changed, counts)
+        return RecomputeResult(
+            as_of, len(cube.account_ids), changed, counts, holds.settling, holds.settles_at
+        )
 
     async def load(
         self,

@@ -354,6 +354,20 @@ async def mark_dirty(session: AsyncSession, ids: list[str], now: datetime) -> No
         )
 
 
+async def set_settled_at(session: AsyncSession, ids: list[str], until: datetime) -> None:
+    for chunk in _chunks(ids, 500):
+        await session.execute(
+            update(Account).where(Account.account_id.in_(chunk)).values(settled_at=until)
+        )
+
+
+async def count_dirty(session: AsyncSession) -> int:
+    found = await session.scalar(
+        select(func.count()).select_from(Account).where(Account.dirty_at.is_not(None))
+    )
+    return int(found or 0)
+
+
 async def all_accounts(session: AsyncSession) -> list[Account]:
     return list(await session.scalars(select(Account).order_by(Account.account_id)))
 

@@ -8,8 +8,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 
 import structlog
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health import repository as repo
@@ -17,11 +19,17 @@ from services.health.recompute import Recomputer
 
 log = structlog.get_logger(__name__)
 
+HEALTH_PENDING = Gauge(
+    "uptake_health_accounts_pending",
+    "Accounts touched but not yet judged on settled data (dirty marks), after the last run",
+)
+
 
 # Under live traffic a rescoring run may take at most this share of the time: the wait
 # between runs grows with what the last one cost (a large base waits longer, a small one
 # is rescored within a second).
 RUN_SHARE = 0.2
+DAY_POLL = 1.0  # seconds between looks at the clock for a new day
 
 
 class RecomputeScheduler:
@@ -34,7 +42,9 @@ class RecomputeScheduler:
     until batches stop arriving for ``debounce`` s, and nothing is rescored while the
     consumer reports a backlog (``backlog()``: after a restart or a stall): scoring a
     half-replayed history would open alerts (everyone looks inactive) that resolve again
-    minutes later. A backlog holds runs for at most ``10 x max_delay``.
+    minutes later. A backlog holds runs for at most ``10 x max_delay``; past that, the
+    accounts whose data has not settled are scored but not alerted on (:mod:`settle`),
+    and the scheduler wakes up when they have settled.
     """
 
     def __init__(
@@ -46,6 +56,7 @@ class RecomputeScheduler:
         max_delay: float,
         interval: float,
         live_interval: float = 0.5,
+        today: Callable[[], date] | None = None,
     ) -> None:
         self._recomputer = recomputer
         self._sessions = sessions
@@ -53,6 +64,7 @@ class RecomputeScheduler:
         self._max_delay = max_delay
         self._interval = interval
         self._live_interval = live_interval
+        self._today = today
         self._last_run_seconds = 0.0
         self._touched = asyncio.Event()
         self._live = False
@@ -61,6 +73,8 @@ class RecomputeScheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self.runs = 0
         self._running = False
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
 
     @property
     def idle(self) -> bool:
@@ -83,6 +97,8 @@ class RecomputeScheduler:
         ]
 
     async def stop(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -123,8 +139,17 @@ class RecomputeScheduler:
             self._last_run_seconds = time.monotonic() - started
 
     async def _scheduled(self) -> None:
+        """Everyone every ``interval`` s, and at once when the day changes: a collapse
+        shows when a quiet day is over (the rules judge whole days), with no event to
+        announce it."""
+        day = self._today() if self._today is not None else None
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(min(self._interval, DAY_POLL))
+            new_day = self._today() if self._today is not None else None
+            if time.monotonic() - last < self._interval and new_day == day:
+                continue
+            day, last = new_day, time.monotonic()
             await self._guard(self.recompute_all)
 
     async def _guard(self, job: object) -> None:
@@ -140,15 +165,47 @@ class RecomputeScheduler:
         finally:
             self._running = False
 
+    def _wake_when_settled(self, settles_at: datetime | None) -> None:
+        """Held accounts (data not settled: :mod:`settle`) kept their dirty marks; rescore
+        them as soon as the first of them settles."""
+        if settles_at is None:
+            return
+        delay = max(0.0, (settles_at - datetime.now(UTC)).total_seconds()) + 0.05
+        at = time.monotonic() + delay
+        if self._wake is not None and self._wake_at <= at and self._wake_at > time.monotonic():
+            return  # an earlier wake-up is already set
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake_at = at
+        self._wake = asyncio.get_running_loop().call_later(delay, self.nudge)
+
+    async def _count_pending(self) -> None:
+        async with self._sessions() as session:
+            HEALTH_PENDING.set(await repo.count_dirty(session))
+
     async def recompute_dirty(self) -> None:
         async with self._sessions() as session:
             ids = await repo.dirty_account_ids(session)
         if ids:
             result = await self._recomputer.recompute(ids)
             self.runs += 1
-            log.info("recompute.dirty", accounts=result.accounts, alerts=result.alerts)
+            self._wake_when_settled(result.settles_at)
+            log.info(
+                "recompute.dirty",
+                accounts=result.accounts,
+                alerts=result.alerts,
+                settling=len(result.held),
+            )
+        await self._count_pending()
 
     async def recompute_all(self) -> None:
         result = await self._recomputer.recompute(None)
         self.runs += 1
-        log.info("recompute.all", accounts=result.accounts, alerts=result.alerts)
+        self._wake_when_settled(result.settles_at)
+        log.info(
+            "recompute.all",
+            accounts=result.accounts,
+            alerts=result.alerts,
+            settling=len(result.held),
+        )
+        await self._count_pending()

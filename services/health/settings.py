@@ -30,6 +30,9 @@ class HealthSettings(BaseServiceSettings):
     alert_budget_per_csm: int = Field(default=20, alias="HEALTH_ALERT_BUDGET", ge=0)
     # event names with rollups of their own; the rest share "other" (event:* / users:*)
     max_event_metrics: int = Field(default=200, alias="HEALTH_MAX_EVENT_METRICS", ge=0, le=100_000)
+    # Alerts open only on settled data: an account that got backdated events (or events
+    # from a backlog) opens none until this long after the last of them (see alerts.py).
+    settle_seconds: float = Field(default=30.0, alias="HEALTH_SETTLE_SECONDS", ge=0, le=86_400)
 
     def today(self) -> date:
         return self.as_of or datetime.now(UTC).date()

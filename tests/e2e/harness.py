@@ -99,6 +99,7 @@ FAST_LOOPS = {
     # quicker timers for tests (benchmarks run the defaults): every service reads its own
     # names and ignores the rest
     "HEALTH_DEBOUNCE_SECONDS": "0.3",
+    "HEALTH_SETTLE_SECONDS": "2",  # backdated data settles quickly (tests wait on conditions)
     "NOTIFY_POLL_INTERVAL": "0.3",
     # a 3 s review window before an alert's customer email (15 minutes by default)
     "PLAYBOOKS_REVIEW_MINUTES": "0.05",

@@ -37,6 +37,8 @@ def health_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: Any) -
         "HEALTH_RECOMPUTE_INTERVAL": 3600,
         "HEALTH_OUTBOX_INTERVAL": 0.2,
         "HEALTH_ALERT_BUDGET": 1000,
+        # backdated test data settles quickly (tests wait on conditions, not on this)
+        "HEALTH_SETTLE_SECONDS": 0.3,
     }
     values.update(extra)
     return HealthSettings(**values)

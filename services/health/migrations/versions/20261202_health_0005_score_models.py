@@ -1,7 +1,7 @@
 """score_models: fitted health models (versioned; the active one is a config entry)
 
 Revision ID: health_0005
-Revises: health_0003
+Revises: health_0004
 Create Date: 2026-12-02 13:10:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "health_0005"
-down_revision: str | None = "health_0003"
+down_revision: str | None = "health_0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
