@@ -245,9 +245,12 @@ async def releasable(
 
 
 async def expired(session: AsyncSession, *, before: datetime, limit: int) -> list[PendingEvent]:
+    """Parked events older than ``before`` whose users still resolve to no account: one
+    linked meanwhile (by another replica, after this one's release pass) is released to
+    ``usage.events.v1`` by the next pass, not given up as unattributed."""
     stmt = (
         select(PendingEvent)
-        .where(PendingEvent.parked_at < before)
+        .where(PendingEvent.parked_at < before, _account_of_pending().is_(None))
         .order_by(PendingEvent.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

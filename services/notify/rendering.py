@@ -301,8 +301,8 @@ def person_references(spec: TemplateSpec) -> list[tuple[str, str]]:
     for field_name, kind, source in _parts(spec):
         try:
             names = meta.find_undeclared_variables(_ENVS[kind].parse(source))
-        except TemplateError:
-            continue  # the compile check reports it
+        except (TemplateError, RecursionError, MemoryError):
+            continue  # the compile check reports it (nesting too deep too)
         found += [(field_name, n) for n in sorted(names & PERSON_VARIABLES)]
     return found
 
@@ -355,14 +355,24 @@ def render_slack(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedSlac
     return RenderedSlack(text=text, blocks=blocks)
 
 
+def _preview_text(person: Mapping[str, Any], key: str) -> str | None:
+    """A preview's ``recipient.<key>``: text (a number reads as text), else a 422."""
+    value = person.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise RenderError(f"context.recipient.{key}", "must be a string")
+
+
 def render_preview(spec: TemplateSpec, context: Mapping[str, Any]) -> RenderedEmail | RenderedSlack:
     given = {**SAMPLE_CONTEXT, **spec.sample_context, **context}
     person = given.get("recipient")
     recipient = (
         recipient_context(
-            name=person.get("name") or person.get("first_name"),
-            email=person.get("email"),
-            role=person.get("role"),
+            name=_preview_text(person, "name") or _preview_text(person, "first_name"),
+            email=_preview_text(person, "email"),
+            role=_preview_text(person, "role"),
         )
         if isinstance(person, Mapping)
         else None

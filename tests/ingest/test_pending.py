@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ingest.app import create_app
 from services.ingest.models import UserAccount, UserMembership
+from services.ingest.pending import PendingReleaser
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
+from shared.kafka import Publisher
 from shared.messages import UsageEvent
 from tests.e2e.flows import eventually
 from tests.ingest.conftest import ingest_settings
@@ -289,3 +291,57 @@ async def test_two_replicas_release_a_backlog_once_each_on_postgres(
     assert set(ids) == {c["messageId"] for c in sent}
     if url.startswith("postgresql"):
         assert len(ids) == 60
+
+
+async def test_expiry_leaves_a_user_linked_meanwhile_to_the_release(
+    broker: EmbeddedBroker, database_url: DatabaseUrl, tmp_path: Path
+) -> None:
+    """Another replica links the user after this one's release pass: the expiry that
+    follows must not give the now attributable events up as unattributed."""
+    url = await database_url("ingest")
+    settings = ingest_settings(broker.bootstrap_servers, url, tmp_path)
+    run = uuid.uuid4().hex[:8]
+    account, user, stranger = f"late-link-{run}", f"ll-{run}", f"ls-{run}"
+    calls = [track(user, datetime.now(UTC)) for _ in range(2)]
+    async with (
+        serve_app(create_app(settings)) as app_url,
+        httpx.AsyncClient(base_url=app_url, headers=auth("ingest")) as client,
+    ):
+        r = await client.post(
+            "/v1/batch", json={"batch": [*calls, track(stranger, datetime.now(UTC))]}
+        )
+        assert r.status_code == 200, r.text
+    engine = create_engine(url)
+    sessions = create_sessionmaker(engine)
+    session: AsyncSession
+    async with sessions() as session, session.begin():
+        now = datetime.now(UTC)
+        session.add(
+            UserAccount(user_key=f"u:{user}", account_id=account, updated_at=now, linked_at=now)
+        )
+    publisher = Publisher(broker.bootstrap_servers, client_id="tests-expiry")
+    await publisher.start()
+    try:
+        releaser = PendingReleaser(sessions, publisher, max_age=timedelta(0), interval=60)
+        assert await releaser.expire() == 1  # only the never-linked stranger
+        assert await releaser.release(None) == 2
+    finally:
+        await publisher.stop()
+        await engine.dispose()
+    released = await read_topic(
+        broker.bootstrap_servers,
+        topics.USAGE_EVENTS,
+        match=lambda e: e.account_id == account,
+        count=2,
+        timeout=20,
+    )
+    assert sorted(e.data["message_id"] for e in released) == sorted(c["messageId"] for c in calls)
+    [gone] = await read_topic(
+        broker.bootstrap_servers,
+        topics.USAGE_UNATTRIBUTED,
+        match=lambda e: e.data.get("user_id") in (user, stranger),
+        count=1,
+        timeout=20,
+        settle=0.5,
+    )
+    assert gone.data["user_id"] == stranger

@@ -162,3 +162,26 @@ async def test_a_template_naming_a_contact_who_is_not_the_recipient_is_a_422(
         assert r.status_code == 201, r.text
         preview = await client.post(f"/v1/templates/{good['id']}/preview", json={"context": {}})
         assert preview.json()["text"] == "Hi Ada Lovelace (admin), Grace Hopper here."
+
+
+async def test_odd_templates_and_preview_recipients_are_a_422_not_a_500(
+    harness: NotifyHarness,
+) -> None:
+    base = await harness.start()
+    nested = "{% if x %}" * 400 + "y" + "{% endif %}" * 400  # deeper than Python recurses
+    async with httpx.AsyncClient(base_url=base, headers=auth("admin")) as client:
+        body = {"id": f"n-{uuid.uuid4().hex[:6]}", "name": "N", "channel": "email"}
+        r = await client.post("/v1/templates", json={**body, "subject": "s", "text": nested})
+        assert r.status_code == 422, r.text
+        assert r.json()["detail"][0]["loc"] == ["body", "text"]
+        for bad in ({"name": ["Ada"]}, {"email": {"a": 1}}, {"role": True}):
+            r = await client.post(
+                "/v1/templates/welcome/preview", json={"context": {"recipient": bad}}
+            )
+            assert r.status_code == 422, r.text
+            [problem] = r.json()["detail"]
+            assert f"recipient.{next(iter(bad))}" in problem["msg"]
+        r = await client.post(
+            "/v1/templates/welcome/preview", json={"context": {"recipient": {"name": 7}}}
+        )
+        assert r.status_code == 200 and r.json()["subject"].endswith(", 7")

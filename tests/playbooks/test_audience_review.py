@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.playbooks.repository import WAITING_FOR_RECIPIENT
 from services.playbooks.scheduler import ALERT_GONE
 from shared import topics
 from shared.envelope import Envelope
@@ -266,3 +267,63 @@ async def test_the_review_window_is_a_setting_and_a_step_may_set_its_own(
     await playbooks.scheduler.run_once(playbooks.clock.now + timedelta(minutes=30))
     [sent] = await _requests(playbooks, account, 1)
     assert sent.step_key == "later"
+
+
+async def test_a_welcome_to_admins_waits_for_one_and_is_skipped_after_three_days(
+    playbooks: Playbooks,
+) -> None:
+    """The kickoff welcome goes to admin/owner contacts only: a member's email is not
+    enough; an admin arriving later gets it, an account that never has one skips it."""
+    later, never = new_account(), new_account()
+    for account in (later, never):
+        await playbooks.account(account, name="Wait Co", stage="onboarding", mrr=8000)
+        await playbooks.contact(account, "u1", email=f"member@{account}.test", role="member")
+        await playbooks.wait_contacts(account, 1)
+        await playbooks.wait_groups(account, 3)
+    await playbooks.scheduler.run_once()
+    for account in (later, never):
+        welcome = _step(await _group(playbooks, account, "onboarding-1-kickoff"), "welcome-email")
+        assert (welcome["status"], welcome["detail"]) == ("open", WAITING_FOR_RECIPIENT)
+    assert [r for r in await _requests(playbooks, later, 0) if r.template_id == "welcome"] == []
+
+    await playbooks.contact(later, "u2", email=f"boss@{later}.test", name="Bo", role="Admin")
+    await playbooks.wait_contacts(later, 2)
+    await until(  # the admin's arrival makes the step due again at once
+        lambda: _group(playbooks, later, "onboarding-1-kickoff"),
+        lambda g: _step(g, "welcome-email")["detail"] is None,
+    )
+    await playbooks.scheduler.run_once()
+    [sent] = [r for r in await _requests(playbooks, later, 1) if r.template_id == "welcome"]
+    assert [t.email for t in sent.to] == [f"boss@{later}.test"]
+
+    playbooks.clock.advance(days=3)
+    await playbooks.scheduler.run_once()
+    welcome = _step(await _group(playbooks, never, "onboarding-1-kickoff"), "welcome-email")
+    assert welcome["status"] == "skipped" and "no recipient" in welcome["detail"]
+    assert [r for r in await _requests(playbooks, never, 0) if r.template_id == "welcome"] == []
+
+
+async def test_a_snoozed_or_acknowledged_alert_still_gets_its_reviewed_email(
+    playbooks: Playbooks,
+) -> None:
+    """Only a resolved alert cancels a reviewed send: snoozed and acknowledged are open."""
+    snoozed, acknowledged = new_account(), new_account()
+    for account in (snoozed, acknowledged):
+        await playbooks.account(account, name="Snooze Co", stage="active")
+        await playbooks.contact(account, "u1", email=f"pat@{account}.test", role="admin")
+        await playbooks.wait_contacts(account, 1)
+    for account, status in ((snoozed, "snoozed"), (acknowledged, "acknowledged")):
+        alert_id = await playbooks.alert(account, rule_type="score_drop")
+        await _group(playbooks, account, "adoption-risk")
+        await playbooks.alert(account, type="alert.updated", alert_id=alert_id, status=status)
+    # (a marker: both updates were consumed once the marker's group shows)
+    for account in (snoozed, acknowledged):
+        await playbooks.alert(account, rule_type="expansion")
+        await playbooks.wait_groups(account, 2)
+    playbooks.clock.advance(minutes=15)
+    await playbooks.scheduler.run_once()
+    for account in (snoozed, acknowledged):
+        emails = [r for r in await _requests(playbooks, account, 3) if r.channel == "email"]
+        assert [r.template_id for r in emails] == ["adoption-checkin"], account
+        group = await _group(playbooks, account, "adoption-risk")
+        assert _step(group, "checkin-email")["status"] == "done"
