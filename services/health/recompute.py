@@ -22,6 +22,7 @@ from services.health import settle
 from services.health.alerts import reconcile
 from services.health.config import MetricsConfig
 from services.health.configstore import ConfigStore
+from services.health.eventnames import COUNT_PREFIX
 from services.health.model_store import active_model
 from services.health.models import Account, AlertRule
 from services.health.outbox import enqueue_many
@@ -138,6 +139,17 @@ def build_cube(
         event_values=None if event_values is None else finite(event_values),
         model=model,
     )
+
+
+def _scored_events(
+    events: list[tuple[str, str]], model: ActiveModel | None
+) -> list[tuple[str, str]]:
+    """The per-event keys a score reads: a fitted model's own; else the default's event
+    parts, which read counts only (the ``users:`` keys would double the cube for nothing)."""
+    if model is not None:
+        wanted = set(model.metrics)
+        return [(k, n) for k, n in events if k in wanted]
+    return [(k, n) for k, n in events if k.startswith(COUNT_PREFIX)]
 
 
 def components_of(scores: Scores, a: int, config: MetricsConfig) -> list[dict[str, Any]]:
@@ -321,8 +333,9 @@ class Recomputer:
         accounts = [a for a in accounts if a.account_id not in churned]
         ids = [a.account_id for a in accounts]
         model = await active_model(session)
-        needed = with_events or config.scoring.event_parts or model is not None
-        events = await repo.event_keys(session) if needed else []
+        events = await repo.event_keys(session) if with_events else []
+        if not with_events and (model is not None or config.scoring.event_parts):
+            events = _scored_events(await repo.event_keys(session), model)
         keys = config.storage_keys + [k for k, _ in events]
         series = await repo.load_series(
             session, first_day, as_of, None if account_ids is None else ids, keys

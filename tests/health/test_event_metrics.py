@@ -16,11 +16,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from services.health import repository as repo
 from services.health.app import create_app
 from services.health.config import MetricDef
+from services.health.context import HealthContext
 from services.health.eventnames import OTHER, EventNames, count_key, keys_of, slug_of, users_key
 from services.health.models import EventName
 from services.health.rollups import EventFacts, aggregate
+from services.health.snapshot import score_at
 from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
 from shared.envelope import Envelope
@@ -281,3 +284,38 @@ def test_aggregate_adds_each_event_names_count_and_users_beside_the_configured_m
         ("a", "users:Report Created", day + timedelta(days=1), "u1"),
     }
     assert metrics[1].stored_as() == "event:Report Created"
+
+
+async def test_the_default_score_loads_only_per_event_counts_and_scores_the_same(
+    private_broker: EmbeddedBroker,
+    database_url: Callable[[str], Awaitable[str]],
+    tmp_path: Path,
+    send: Send,
+) -> None:
+    """The event parts read counts only: a recompute leaves the ``users:`` keys out of its
+    cube (half the memory and reads with 200 names) and scores exactly as with them."""
+    a, b = new_account("a"), new_account("b")
+    await send(
+        [*events(a, "Report Created", [3] * 10, users=2), *events(b, "Export", [2] * 6, users=2)]
+    )
+    async with running(private_broker, await database_url("health"), tmp_path) as api:
+        await settle(api)
+        ctx: HealthContext = api.app.state.health
+        config = await ctx.store.metrics()
+        as_of = ctx.settings.today()
+        async with ctx.sessions() as session:
+            rules = await repo.list_rules(session, enabled_only=True)
+            lean, _ = await ctx.recomputer.load(session, None, as_of, config, rules)
+            full, _ = await ctx.recomputer.load(
+                session, None, as_of, config, rules, with_events=True
+            )
+        assert lean.event_keys and all(k.startswith("event:") for k in lean.event_keys)
+        assert any(k.startswith("users:") for k in full.event_keys)
+        assert {count_key(slug_of("Export")), count_key(slug_of("Report Created"))} <= set(
+            lean.event_keys
+        )
+        end = lean.index_of(as_of)
+        mine = score_at(lean, end, config.scoring)
+        theirs = score_at(full, end, config.scoring)
+        assert mine.score.tolist() == theirs.score.tolist()
+        assert mine.part_values is not None and mine.part_values[:, 0].max() > -1  # event mix used

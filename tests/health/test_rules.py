@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.health.config import MetricDef, ScoringParams
+from services.health.config import MetricDef, ScoringParams, load_config_file, load_default_rules
 from services.health.rollups import MAX_VALUE, EventFacts, aggregate
 from services.health.rules import evaluate, unknown_metrics, validate_params
 from services.health.snapshot import NEVER, Cube, backtest, snapshot_at
@@ -225,3 +226,55 @@ def test_rollup_aggregation_per_kind() -> None:
     assert inc.last[("a", "seats", day)] == (t, 5.0)
     assert {u for *_, u in inc.users if _[2] == day} == {"u1", "u2"}
     assert inc.days["a"] == (old, day)
+
+
+def test_the_default_rules_on_events_fire_with_its_weight_at_zero() -> None:
+    """The default config scores the all-events count at weight 0 (the event parts score
+    usage), yet its rules read it: a live decline, a growth streak and a stalled onboarding
+    on ``events`` still alert under the default formula with per-event rollups."""
+    path = Path(__file__).parents[2] / "services/health/default_config.yaml"
+    config = load_config_file(path)
+    assert config.scoring.event_parts and config.metrics[0].weight == 0
+    assert [m.key for m in config.metrics] == ["events", "active_users"]
+    rules = {r.id: r for r in load_default_rules(path)}
+    weekly = np.repeat(np.arange(DAYS // 7 + 1) * 2.0 + 5, 7)[:DAYS]
+    series = {
+        "steady": STEADY,
+        "declining": np.where(D < DAYS - 7, 20.0, 8.0),
+        "growing": 5 * 1.3 ** (weekly - 5),
+        "stalled": np.where(D < DAYS - 20, 0.0, 0.5),
+    }
+    names = list(series)
+    values = np.zeros((len(names), 2, DAYS))
+    for i, name in enumerate(names):
+        values[i, 0] = series[name]
+        values[i, 1] = np.minimum(series[name], 3.0)
+    c = Cube(
+        account_ids=names,
+        metric_keys=config.keys,
+        metric_names=[m.name for m in config.metrics],
+        weights=np.array([m.weight for m in config.metrics]),
+        values=values,
+        first_day=date(2026, 1, 1),
+        first_seen=np.array([0, 0, 0, DAYS - 20]),
+        last_active=np.full(len(names), DAYS - 1),
+        segments=np.zeros(len(names), dtype=np.int64),
+        stage=[None, None, None, "onboarding"],
+        plan=[None] * len(names),
+        renewal=np.full(len(names), np.nan),
+        storage_keys=config.storage_keys,
+        user_metrics=[m.kind == "distinct_users" for m in config.metrics],
+        event_keys=["event:Report"],
+        event_names=["Report"],
+        event_values=values[:, :1, :].copy(),
+    )
+    snap = snapshot_at(c, DAYS, config.scoring)
+
+    def hits(rule_id: str) -> dict[str, Any]:
+        rule = rules[rule_id]
+        return {names[h.index]: h.details for h in evaluate(rule.type, rule.params, snap)}
+
+    decline = hits("metric-decline")
+    assert set(decline) == {"declining"} and decline["declining"]["metric"] == "events"
+    assert set(hits("expansion-growth")) == {"growing"}
+    assert set(hits("onboarding-stalled")) == {"stalled"}

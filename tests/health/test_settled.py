@@ -20,7 +20,9 @@ from services.health.app import create_app
 from services.health.config import load_config_file
 from services.health.configstore import ConfigStore
 from services.health.context import HealthContext
+from services.health.models import Account
 from services.health.recompute import Recomputer
+from services.health.scheduler import HEALTH_PENDING
 from services.health.settings import HealthSettings
 from services.health.settle import BACKLOG_KEY
 from shared import topics
@@ -300,3 +302,40 @@ async def test_a_live_collapse_alerts_as_soon_as_the_day_shows_it(
         opened = await until(lambda: _alerts(url, account), timeout=60)  # the 60 s bound
         assert {a["rule_type"] for a in opened} & {"band_drop", "metric_decline"}
         assert all(a["status"] == "open" for a in opened)
+
+
+async def test_a_churned_account_with_late_data_keeps_no_dirty_mark_or_pending_count(
+    settle_broker: EmbeddedBroker,
+    send: Callable[[list[Envelope]], Awaitable[None]],
+    database_url: Callable[[str], Awaitable[str]],
+    tmp_path: Path,
+) -> None:
+    """A churned account is not scored, so it is never judged "settled" either: backdated
+    usage arriving after its churn (held for 10 minutes) must not leave it marked dirty,
+    or the pending gauge (and a demo waiting for pending 0) would wait forever."""
+    gone = f"gone-{uuid.uuid4().hex[:6]}"
+    settings = _settings(
+        settle_broker, await database_url("health"), tmp_path, HEALTH_SETTLE_SECONDS=600
+    )
+    app = create_app(settings)
+    async with serve_app(app) as url:
+        api = Running(url, app, settings)
+        churn_day = (AS_OF - timedelta(days=1)).isoformat()
+        await send([_group(gone, day_at(30)), *daily_usage(gone, [5] * 28)])
+        await send([_group(gone, day_at(1), traits={"status": "churned", "churned_at": churn_day})])
+        await send(daily_usage(gone, [3] * 10))  # backdated, after the churn: held
+        await settle(api)  # waits for no dirty marks at all
+        ctx: HealthContext = app.state.health
+        async with ctx.sessions() as session:
+            account = await session.get(Account, gone)
+            assert account is not None and account.status == "churned"
+            assert account.settled_at is not None  # it was held
+            assert await repo.count_dirty(session) == 0
+        async with ctx.sessions() as session, session.begin():
+            await repo.mark_dirty(session, [gone], datetime.now(UTC))
+        result = await ctx.recomputer.recompute([gone])
+        assert gone not in result.held and result.accounts == 0
+        async with ctx.sessions() as session:
+            assert await repo.count_dirty(session) == 0
+        await ctx.scheduler.recompute_dirty()
+        assert HEALTH_PENDING._value.get() == 0
