@@ -187,25 +187,16 @@ class RecomputeScheduler:
         async with self._sessions() as session:
             ids = await repo.dirty_account_ids(session)
         if ids:
-            result = await self._recomputer.recompute(ids)
-            self.runs += 1
-            self._wake_when_settled(result.settles_at)
-            log.info(
-                "recompute.dirty",
-                accounts=result.accounts,
-                alerts=result.alerts,
-                settling=len(result.held),
-            )
+            await self._recompute(ids, "recompute.dirty")
         await self._count_pending()
 
     async def recompute_all(self) -> None:
-        result = await self._recomputer.recompute(None)
+        await self._recompute(None, "recompute.all")
+        await self._count_pending()
+
+    async def _recompute(self, ids: list[str] | None, event: str) -> None:
+        """One run: counted, a wake-up booked for what is still settling, logged."""
+        result = await self._recomputer.recompute(ids)
         self.runs += 1
         self._wake_when_settled(result.settles_at)
-        log.info(
-            "recompute.all",
-            accounts=result.accounts,
-            alerts=result.alerts,
-            settling=len(result.held),
-        )
-        await self._count_pending()
+        log.info(event, accounts=result.accounts, alerts=result.alerts, settling=len(result.held))

@@ -112,7 +112,7 @@ def score_at(
         event_peers = (peers[0][:, picks], peers[1])
         peers = (peers[0][:, :m], peers[1])
     ages = np.maximum(end - cube.first_seen, 0)
-    if cube.model is not None:
+    if cube.model is not None or not params.event_parts:
         base = score_accounts(
             cube.values,
             end=end,
@@ -122,17 +122,7 @@ def score_at(
             params=params,
             peers=peers,
         )
-        return with_model(base, cube, end, cube.model)
-    if not params.event_parts:
-        return score_accounts(
-            cube.values,
-            end=end,
-            ages=ages,
-            segments=cube.segments,
-            weights=cube.weights,
-            params=params,
-            peers=peers,
-        )
+        return base if cube.model is None else with_model(base, cube, end, cube.model)
     counts, names = event_counts(cube)
     return default_score(
         cube.values,

@@ -5,23 +5,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
 from services.health import repository as repo
+from services.health.app import create_app
 from services.health.context import HealthContext
 from services.health.settings import HealthSettings
 from shared import topics
 from shared.envelope import Envelope
 from shared.kafka import Publisher
-from tests.support import true_end_offsets
+from tests.support import auth, serve_app, true_end_offsets
 
 AS_OF = datetime.now(UTC).date()
 
@@ -49,6 +52,47 @@ class Running:
     url: str
     app: FastAPI
     settings: HealthSettings
+
+
+Send = Callable[[list[Envelope]], Awaitable[None]]
+
+
+@asynccontextmanager
+async def serve_health(
+    bootstrap: str, db_url: str, data_dir: Path, **extra: Any
+) -> AsyncIterator[Running]:
+    """The health service on loopback with the test settings (``extra`` overrides them)."""
+    settings = health_settings(bootstrap, db_url, data_dir, **extra)
+    app = create_app(settings)
+    async with serve_app(app) as url:
+        yield Running(url, app, settings)
+
+
+@asynccontextmanager
+async def sender(bootstrap: str, client_id: str) -> AsyncIterator[Send]:
+    """A started publisher behind a ``send(envelopes)`` that routes them as ingest does."""
+    pub = Publisher(bootstrap, client_id=client_id)
+    await pub.start()
+
+    async def _send(envelopes: list[Envelope]) -> None:
+        await publish(pub, envelopes)
+
+    try:
+        yield _send
+    finally:
+        await pub.stop()
+
+
+def client(api: Running, scope: str = "admin") -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=api.url, headers=auth(scope), timeout=30)
+
+
+async def get_json(api: Running, path: str, **params: Any) -> Any:
+    """A read-scope GET that must answer 200; its JSON body."""
+    async with client(api, "read") as c:
+        r = await c.get(path, params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def new_account(prefix: str = "acct") -> str:

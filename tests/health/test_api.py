@@ -19,13 +19,17 @@ from shared.broker import EmbeddedBroker, free_port
 from shared.kafka import Publisher
 from tests.health.conftest import (
     Running,
+    Send,
     account_upsert,
+    client,
     contact_upsert,
     daily_usage,
     day_at,
     health_settings,
     new_account,
     publish,
+    sender,
+    serve_health,
     settle,
     until,
     usage,
@@ -48,26 +52,15 @@ async def api_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 async def api(
     api_broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path
 ) -> AsyncIterator[Running]:
-    settings = health_settings(api_broker.bootstrap_servers, await database_url("health"), tmp_path)
-    app = create_app(settings)
-    async with serve_app(app) as url:
-        yield Running(url, app, settings)
+    url = await database_url("health")
+    async with serve_health(api_broker.bootstrap_servers, url, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
-async def send(api_broker: EmbeddedBroker) -> AsyncIterator[Callable[[list[Any]], Awaitable[None]]]:
-    pub = Publisher(api_broker.bootstrap_servers, client_id="health-api-tests")
-    await pub.start()
-
-    async def _send(envelopes: list[Any]) -> None:
-        await publish(pub, envelopes)
-
-    yield _send
-    await pub.stop()
-
-
-def client(api: Running, scope: str = "admin") -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=api.url, headers=auth(scope), timeout=30)
+async def send(api_broker: EmbeddedBroker) -> AsyncIterator[Send]:
+    async with sender(api_broker.bootstrap_servers, "health-api-tests") as _send:
+        yield _send
 
 
 async def alerts_of(api: Running, account: str, **filters: Any) -> list[dict[str, Any]]:

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from services.health import repository as repo
-from services.health.app import create_app
 from services.health.config import MetricDef
 from services.health.context import HealthContext
 from services.health.eventnames import OTHER, EventNames, count_key, keys_of, slug_of, users_key
@@ -27,55 +25,34 @@ from services.health.snapshot import score_at
 from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
 from shared.envelope import Envelope
-from shared.kafka import Publisher
 from shared.migrations import upgrade_async
 from tests.health.conftest import (
     AS_OF,
     Running,
+    Send,
+    client,
     day_at,
-    health_settings,
+    get_json,
     new_account,
-    publish,
+    sender,
+    serve_health,
     settle,
     usage,
 )
-from tests.support import auth, serve_app
 
-Send = Callable[[list[Envelope]], Awaitable[None]]
 LONG = "Dashboard Widget Configured With A Very Long Descriptive Name For Tests"  # > 57
 
 
-@asynccontextmanager
-async def running(
+def running(
     broker: EmbeddedBroker, db_url: str, tmp: Path, **extra: Any
-) -> AsyncIterator[Running]:
-    settings = health_settings(broker.bootstrap_servers, db_url, tmp, **extra)
-    app = create_app(settings)
-    async with serve_app(app) as url:
-        yield Running(url, app, settings)
+) -> AbstractAsyncContextManager[Running]:
+    return serve_health(broker.bootstrap_servers, db_url, tmp, **extra)
 
 
 @pytest.fixture
 async def send(private_broker: EmbeddedBroker) -> AsyncIterator[Send]:
-    pub = Publisher(private_broker.bootstrap_servers, client_id="health-event-metric-tests")
-    await pub.start()
-
-    async def _send(envelopes: list[Envelope]) -> None:
-        await publish(pub, envelopes)
-
-    yield _send
-    await pub.stop()
-
-
-def client(api: Running, scope: str = "admin") -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=api.url, headers=auth(scope), timeout=30)
-
-
-async def get(api: Running, path: str, **params: Any) -> Any:
-    async with client(api, "read") as c:
-        r = await c.get(path, params=params)
-    assert r.status_code == 200, r.text
-    return r.json()
+    async with sender(private_broker.bootstrap_servers, "health-event-metric-tests") as _send:
+        yield _send
 
 
 def events(account: str, name: str, per_day: list[int], users: int = 1) -> list[Envelope]:
@@ -105,7 +82,7 @@ async def test_every_event_name_rolls_up_per_day_and_is_listed_in_the_catalog(
     await send(batch + batch[:4])  # the first four again: replays count once
     async with running(private_broker, await database_url("health"), tmp_path) as api:
         await settle(api)
-        catalog = await get(api, "/v1/metrics/catalog")
+        catalog = await get_json(api, "/v1/metrics/catalog")
         assert catalog["cap"] == 200 and catalog["registered"] == 3
         assert catalog["active_accounts_30d"] == 2
         by_name = {m["name"]: m for m in catalog["metrics"]}
@@ -134,11 +111,11 @@ async def test_every_event_name_rolls_up_per_day_and_is_listed_in_the_catalog(
         async with client(api) as c:
             assert (await c.put("/v1/config/metrics", json=config)).status_code == 200
         end = (AS_OF + timedelta(days=1)).isoformat()
-        shown = await get(api, f"/v1/accounts/{a}/metrics", days=6, end=end)
+        shown = await get_json(api, f"/v1/accounts/{a}/metrics", days=6, end=end)
         series = {m["metric"]: m["values"] for m in shown["metrics"]}
         assert series["reports"] == [3.0] * 5 + [0.0]
         assert series["reporters"] == [2.0] * 5 + [0.0]
-        shown_b = await get(api, f"/v1/accounts/{b}/metrics", days=6, end=end)
+        shown_b = await get_json(api, f"/v1/accounts/{b}/metrics", days=6, end=end)
         assert {m["metric"]: m["values"] for m in shown_b["metrics"]}["widgets"][4] == 2.0
 
 
@@ -175,7 +152,7 @@ async def test_config_picks_a_per_event_metric_and_the_score_follows_it(
             assert (await c.post("/v1/recompute")).status_code == 200
         scores = {}
         for account in (steady, quitting):
-            health = (await get(api, f"/v1/accounts/{account}"))["health"]
+            health = (await get_json(api, f"/v1/accounts/{account}"))["health"]
             [component] = health["components"]
             assert component["metric"] == "reports"
             scores[account] = (health["score"], health["band"], component["recent"])
@@ -201,7 +178,7 @@ async def test_names_beyond_the_cap_are_counted_as_other_and_configured_names_ge
     url = await database_url("health")
     async with running(private_broker, url, tmp_path, HEALTH_MAX_EVENT_METRICS=2) as api:
         await settle(api)
-        catalog = await get(api, "/v1/metrics/catalog")
+        catalog = await get_json(api, "/v1/metrics/catalog")
         assert catalog["cap"] == 2 and catalog["registered"] == 2
         volumes = {m["name"]: m["events_90d"] for m in catalog["metrics"]}
         assert volumes == {"e1": 1.0, "e2": 2.0, "(other)": 7.0}
@@ -215,7 +192,7 @@ async def test_names_beyond_the_cap_are_counted_as_other_and_configured_names_ge
             assert (await c.put("/v1/config/metrics", json=config)).status_code == 200
         await send(events(account, "e4", [5]) + events(account, "e5", [1]))
         await settle(api)
-        catalog = await get(api, "/v1/metrics/catalog")
+        catalog = await get_json(api, "/v1/metrics/catalog")
         volumes = {m["name"]: m["events_90d"] for m in catalog["metrics"]}
         assert catalog["registered"] == 3
         assert volumes == {"e1": 1.0, "e2": 2.0, "e4": 5.0, "(other)": 8.0}

@@ -11,31 +11,29 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from services.health.app import create_app
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope
-from shared.kafka import Publisher
 from tests.health.conftest import (
     AS_OF,
     Running,
+    Send,
     account_upsert,
+    client,
     daily_usage,
     day_at,
-    health_settings,
+    get_json,
     new_account,
-    publish,
     read_all,
+    sender,
+    serve_health,
     settle,
     until,
 )
-from tests.support import auth, serve_app
 
 QUIET = [8] * 40 + [0] * 20  # active for 40 days, then silent for the last 20: inactivity
-Send = Callable[[list[Envelope]], Awaitable[None]]
 
 
 @pytest.fixture
@@ -44,39 +42,19 @@ async def api(
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
 ) -> AsyncIterator[Running]:
-    settings = health_settings(
-        private_broker.bootstrap_servers, await database_url("health"), tmp_path
-    )
-    app = create_app(settings)
-    async with serve_app(app) as url:
-        yield Running(url, app, settings)
+    url = await database_url("health")
+    async with serve_health(private_broker.bootstrap_servers, url, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
 async def send(private_broker: EmbeddedBroker) -> AsyncIterator[Send]:
-    pub = Publisher(private_broker.bootstrap_servers, client_id="health-outcome-tests")
-    await pub.start()
-
-    async def _send(envelopes: list[Envelope]) -> None:
-        await publish(pub, envelopes)
-
-    yield _send
-    await pub.stop()
-
-
-def client(api: Running, scope: str = "admin") -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=api.url, headers=auth(scope), timeout=30)
-
-
-async def get(api: Running, path: str, **params: Any) -> Any:
-    async with client(api, "read") as c:
-        r = await c.get(path, params=params)
-    assert r.status_code == 200, r.text
-    return r.json()
+    async with sender(private_broker.bootstrap_servers, "health-outcome-tests") as _send:
+        yield _send
 
 
 async def alerts_of(api: Running, account: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = (await get(api, "/v1/alerts", account_id=account))["items"]
+    items: list[dict[str, Any]] = (await get_json(api, "/v1/alerts", account_id=account))["items"]
     return items
 
 
@@ -94,7 +72,7 @@ async def test_churn_from_group_traits_resolves_alerts_and_stops_scoring_and_ale
     await settle(api)
     opened = await alerts_of(api, account)
     assert opened and {a["status"] for a in opened} == {"open"}
-    scored = (await get(api, f"/v1/accounts/{account}"))["health"]
+    scored = (await get_json(api, f"/v1/accounts/{account}"))["health"]
 
     churned_at = (AS_OF - timedelta(days=2)).isoformat()
     message = churn(account, 1, churned_at=churned_at, churn_reason="budget")
@@ -115,7 +93,7 @@ async def test_churn_from_group_traits_resolves_alerts_and_stops_scoring_and_ale
     assert {e.data["details"]["resolution"] for e in sent} == {"churned"}
     assert {e.data["alert_id"] for e in sent} == {a["id"] for a in opened}
 
-    outcomes = await get(api, f"/v1/accounts/{account}/outcomes")
+    outcomes = await get_json(api, f"/v1/accounts/{account}/outcomes")
     assert outcomes["status"] == "churned" and outcomes["churned_at"] == churned_at
     [row] = outcomes["items"]
     assert (row["type"], row["at"], row["reason"], row["source"]) == (
@@ -125,13 +103,13 @@ async def test_churn_from_group_traits_resolves_alerts_and_stops_scoring_and_ale
         "group",
     )
     assert (row["mrr"], row["plan"], row["segment"]) == (500.0, "pro", "smb")
-    account_view = await get(api, f"/v1/accounts/{account}")
+    account_view = await get_json(api, f"/v1/accounts/{account}")
     assert account_view["status"] == "churned" and account_view["churn_reason"] == "budget"
 
     # A replayed group message, and the trait resent without a date, change nothing.
     await send([message, churn(account, 0)])
     await settle(api)
-    assert len((await get(api, f"/v1/accounts/{account}/outcomes"))["items"]) == 1
+    assert len((await get_json(api, f"/v1/accounts/{account}/outcomes"))["items"]) == 1
 
     # Not scored any more, not alerted even without a cool-down.
     async with client(api) as c:
@@ -147,8 +125,8 @@ async def test_churn_from_group_traits_resolves_alerts_and_stops_scoring_and_ale
         assert (await c.post("/v1/recompute", params={"as_of": before})).status_code == 200
         after = (AS_OF - timedelta(days=1)).isoformat()
         assert (await c.post("/v1/recompute", params={"as_of": after})).status_code == 200
-    assert (await get(api, f"/v1/accounts/{account}"))["health"] == scored
-    days = {p["day"] for p in await get(api, f"/v1/accounts/{account}/scores")}
+    assert (await get_json(api, f"/v1/accounts/{account}"))["health"] == scored
+    days = {p["day"] for p in await get_json(api, f"/v1/accounts/{account}/scores")}
     assert before in days and after not in days
     assert {a["status"] for a in await alerts_of(api, account)} == {"resolved"}
     assert len(await alerts_of(api, account)) == len(opened)
@@ -185,7 +163,7 @@ async def test_churned_account_leaves_segment_medians_and_comes_back_when_active
     await settle(api)
 
     async def median(account: str) -> float:
-        health = (await get(api, f"/v1/accounts/{account}"))["health"]
+        health = (await get_json(api, f"/v1/accounts/{account}"))["health"]
         events = next(c for c in health["components"] if c["metric"] == "events")
         return float(events["segment_median"])
 
@@ -197,23 +175,23 @@ async def test_churned_account_leaves_segment_medians_and_comes_back_when_active
     assert await median(small) == pytest.approx(4.0)  # only itself left
 
     # A later "active" status brings it back: scored again, in the medians again.
-    big_before = (await get(api, f"/v1/accounts/{big}"))["health"]["computed_at"]
+    big_before = (await get_json(api, f"/v1/accounts/{big}"))["health"]["computed_at"]
     await send([account_upsert(big, day_at(0), traits={"status": "active"})])
     await until(lambda: _active(api, big))
     async with client(api, "write") as c:
         assert (await c.post("/v1/recompute")).status_code == 200
-    assert (await get(api, f"/v1/accounts/{big}"))["health"]["computed_at"] != big_before
+    assert (await get_json(api, f"/v1/accounts/{big}"))["health"]["computed_at"] != big_before
     assert await median(small) == pytest.approx(22.0)
-    types = [o["type"] for o in (await get(api, f"/v1/accounts/{big}/outcomes"))["items"]]
+    types = [o["type"] for o in (await get_json(api, f"/v1/accounts/{big}/outcomes"))["items"]]
     assert types == ["reactivated", "churned"]  # newest first
 
 
 async def _churned(api: Running, account: str) -> bool:
-    return bool((await get(api, f"/v1/accounts/{account}"))["status"] == "churned")
+    return bool((await get_json(api, f"/v1/accounts/{account}"))["status"] == "churned")
 
 
 async def _active(api: Running, account: str) -> bool:
-    return bool((await get(api, f"/v1/accounts/{account}"))["status"] == "active")
+    return bool((await get_json(api, f"/v1/accounts/{account}"))["status"] == "active")
 
 
 async def test_outcomes_over_rest_are_validated_idempotent_and_announced(
@@ -254,7 +232,7 @@ async def test_outcomes_over_rest_are_validated_idempotent_and_announced(
             assert (await c.post(path, json={"type": kind, "at": at})).status_code == 201
         back = await c.post(path, json={"type": "active", "at": AS_OF.isoformat()})
         assert back.status_code == 201 and back.json()["type"] == "reactivated"
-    listed = await get(api, path)
+    listed = await get_json(api, path)
     assert listed["status"] == "active"
     assert sorted(o["type"] for o in listed["items"]) == [
         "churned",
@@ -315,7 +293,7 @@ async def test_summary_counts_churn_by_reason_segment_plan_and_mrr_lost(
         future = (AS_OF + timedelta(days=1)).isoformat()
         r = await c.get("/v1/outcomes/summary", params={"since": future})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "since"]
-    summary = await get(api, "/v1/outcomes/summary", since=since.isoformat())
+    summary = await get_json(api, "/v1/outcomes/summary", since=since.isoformat())
     assert summary["churned"] == 3 and summary["won_back"] == 1
     assert summary["mrr_lost"] == 1150.0
     assert summary["by_reason"] == [

@@ -18,12 +18,11 @@ import pytest
 from bench.churn_sim import Simulation, simulate
 from bench.score_quality import evaluate
 from services.health import repository as repo
-from services.health.app import create_app
 from services.health.context import HealthContext
 from services.health.eventnames import count_key, register, slug_of
 from shared.broker import EmbeddedBroker
-from tests.health.conftest import AS_OF, Running, health_settings
-from tests.support import auth, serve_app
+from tests.health.conftest import AS_OF, Running, serve_health
+from tests.support import auth
 
 READ, WRITE, ADMIN = auth("read"), auth("write"), auth("admin")
 
@@ -45,12 +44,9 @@ async def api(
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
 ) -> AsyncIterator[Running]:
-    settings = health_settings(
-        private_broker.bootstrap_servers, await database_url("health"), tmp_path
-    )
-    app = create_app(settings)
-    async with serve_app(app) as url:
-        yield Running(url, app, settings)
+    url = await database_url("health")
+    async with serve_health(private_broker.bootstrap_servers, url, tmp_path) as running:
+        yield running
 
 
 async def store(ctx: HealthContext, sim: Simulation, accounts: list[int]) -> None:

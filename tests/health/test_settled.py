@@ -29,16 +29,16 @@ from shared import topics
 from shared.broker import EmbeddedBroker, free_port
 from shared.db import create_engine, create_sessionmaker
 from shared.envelope import Envelope
-from shared.kafka import Publisher
 from tests.health.conftest import (
     AS_OF,
     Running,
+    Send,
     account_upsert,
     daily_usage,
     day_at,
     health_settings,
-    publish,
     read_all,
+    sender,
     settle,
     until,
     usage,
@@ -59,17 +59,9 @@ async def settle_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 
 
 @pytest.fixture
-async def send(
-    settle_broker: EmbeddedBroker,
-) -> AsyncIterator[Callable[[list[Envelope]], Awaitable[None]]]:
-    pub = Publisher(settle_broker.bootstrap_servers, client_id="health-settle-tests")
-    await pub.start()
-
-    async def _send(envelopes: list[Envelope]) -> None:
-        await publish(pub, envelopes)
-
-    yield _send
-    await pub.stop()
+async def send(settle_broker: EmbeddedBroker) -> AsyncIterator[Send]:
+    async with sender(settle_broker.bootstrap_servers, "health-settle-tests") as _send:
+        yield _send
 
 
 def _settings(broker: EmbeddedBroker, db_url: str, tmp: Path, **extra: Any) -> HealthSettings:

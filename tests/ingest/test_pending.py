@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.ingest.app import create_app
 from services.ingest.models import UserAccount, UserMembership
 from services.ingest.pending import PendingReleaser
+from services.ingest.settings import IngestSettings
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
+from shared.envelope import Envelope
 from shared.kafka import Publisher
 from shared.messages import UsageEvent
 from tests.e2e.flows import eventually
@@ -27,6 +30,35 @@ from tests.ingest.conftest import ingest_settings
 from tests.support import auth, read_topic, serve_app
 
 DatabaseUrl = Callable[[str], Awaitable[str]]
+
+
+@asynccontextmanager
+async def ingest_api(settings: IngestSettings) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    """The ingest service on loopback and a client holding the ingest key."""
+    async with (
+        serve_app(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url, headers=auth("ingest")) as client,
+    ):
+        yield url, client
+
+
+async def account_events(
+    broker: EmbeddedBroker,
+    account: str,
+    *,
+    count: int,
+    timeout: float = 15.0,
+    settle: float = 0.0,
+) -> list[Envelope]:
+    """The first ``count`` usage events of ``account`` on the usage topic."""
+    return await read_topic(
+        broker.bootstrap_servers,
+        topics.USAGE_EVENTS,
+        match=lambda e: e.account_id == account,
+        count=count,
+        timeout=timeout,
+        settle=settle,
+    )
 
 
 def track(user: str, at: datetime, event: str = "Report Created") -> dict[str, Any]:
@@ -65,10 +97,7 @@ async def test_parked_events_survive_a_restart(
     other_account, other = f"crash-{run}", f"cu-{run}"
     start = datetime.now(UTC) - timedelta(hours=2)
     sent = [track(user, start + timedelta(minutes=i)) for i in range(5)]
-    async with (
-        serve_app(create_app(settings)) as first,
-        httpx.AsyncClient(base_url=first, headers=auth("ingest")) as client,
-    ):
+    async with ingest_api(settings) as (first, client):
         r = await client.post("/v1/batch", json={"batch": sent})
         assert r.status_code == 200, r.text
         r = await client.post("/v1/track", json=track(other, start))
@@ -89,24 +118,19 @@ async def test_parked_events_survive_a_restart(
     await engine.dispose()
 
     # a new app instance on the same database
-    async with (
-        serve_app(create_app(settings)) as second,
-        httpx.AsyncClient(base_url=second, headers=auth("ingest")) as client,
-    ):
+    async with ingest_api(settings) as (second, client):
         r = await client.post("/v1/group", json={"userId": user, "groupId": account})
         assert r.status_code == 200, r.text
-        released = await read_topic(
-            broker.bootstrap_servers,
-            topics.USAGE_EVENTS,
-            match=lambda e: e.account_id == account,
+        released = await account_events(
+            broker,
+            account,
             count=5,
             timeout=20,
             settle=0.5,
         )
-        [swept] = await read_topic(
-            broker.bootstrap_servers,
-            topics.USAGE_EVENTS,
-            match=lambda e: e.account_id == other_account,
+        [swept] = await account_events(
+            broker,
+            other_account,
             count=1,
             timeout=20,
         )
@@ -131,10 +155,7 @@ async def test_a_user_never_linked_ends_on_the_unattributed_topic(
     )
     user = f"never-{uuid.uuid4().hex[:8]}"
     calls = [track(user, datetime.now(UTC)) for _ in range(3)]
-    async with (
-        serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("ingest")) as client,
-    ):
+    async with ingest_api(settings) as (url, client):
         before = expired_total((await client.get("/metrics")).text)
         r = await client.post("/v1/batch", json={"batch": calls})
         assert r.status_code == 200, r.text
@@ -173,10 +194,7 @@ async def test_a_user_over_the_parking_limit_gets_429_until_linked(
     account, user, linked = f"limit-{run}", f"lu-{run}", f"ok-{run}"
     now = datetime.now(UTC)
     calls = [track(user, now - timedelta(minutes=10 - i)) for i in range(5)]
-    async with (
-        serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("ingest")) as client,
-    ):
+    async with ingest_api(settings) as (url, client):
         assert (
             await client.post("/v1/group", json={"userId": linked, "groupId": account})
         ).is_success
@@ -218,10 +236,7 @@ async def test_alias_attributes_events_sent_under_the_previous_id(
     run = uuid.uuid4().hex[:8]
     account, user, anon = f"alias-{run}", f"au-{run}", f"visitor-{run}"
     now = datetime.now(UTC)
-    async with (
-        serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("ingest")) as client,
-    ):
+    async with ingest_api(settings) as (url, client):
         assert (
             await client.post("/v1/group", json={"userId": user, "groupId": account})
         ).is_success
@@ -232,10 +247,9 @@ async def test_alias_attributes_events_sent_under_the_previous_id(
         assert bad.status_code == 400 and "previousId" in bad.json()["detail"]
         r = await client.post("/v1/alias", json={"previousId": anon, "userId": user})
         assert r.status_code == 200, r.text
-        [released] = await read_topic(
-            broker.bootstrap_servers,
-            topics.USAGE_EVENTS,
-            match=lambda e: e.account_id == account,
+        [released] = await account_events(
+            broker,
+            account,
             count=1,
             timeout=20,
         )
@@ -244,10 +258,9 @@ async def test_alias_attributes_events_sent_under_the_previous_id(
         assert (await client.post("/v1/track", json=later)).status_code == 200
         assert await pending_of(url, f"a:{anon}") is None
     assert released.payload(UsageEvent).event == "Viewed Pricing"
-    [_, direct] = await read_topic(
-        broker.bootstrap_servers,
-        topics.USAGE_EVENTS,
-        match=lambda e: e.account_id == account,
+    [_, direct] = await account_events(
+        broker,
+        account,
         count=2,
     )
     assert direct.payload(UsageEvent).event == "Viewed Docs"
@@ -278,10 +291,9 @@ async def test_two_replicas_release_a_backlog_once_each_on_postgres(
             client.post(f"{one}/v1/group", json=group), client.post(f"{two}/v1/group", json=group)
         )
         assert [a.status_code for a in answers] == [200, 200]
-        released = await read_topic(
-            broker.bootstrap_servers,
-            topics.USAGE_EVENTS,
-            match=lambda e: e.account_id == account,
+        released = await account_events(
+            broker,
+            account,
             count=60,
             timeout=20,
             settle=1.0,

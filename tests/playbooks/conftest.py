@@ -24,10 +24,10 @@ from services.playbooks.scheduler import StepScheduler
 from services.playbooks.settings import PlaybooksSettings
 from shared import topics
 from shared.broker import EmbeddedBroker
-from shared.envelope import wrap
+from shared.envelope import Envelope, wrap
 from shared.kafka import Publisher
-from shared.messages import AccountUpserted, AlertChanged, ContactUpserted
-from tests.support import auth, serve_app, true_end_offsets
+from shared.messages import AccountUpserted, AlertChanged, ContactUpserted, NotifyRequested
+from tests.support import auth, read_topic, serve_app, true_end_offsets
 
 
 @dataclass
@@ -126,6 +126,21 @@ async def until(
             return value
         assert time.monotonic() < deadline, f"condition not reached in {timeout}s: {value!r}"
         await asyncio.sleep(0.1)
+
+
+async def notify_requests(
+    playbooks: Playbooks, account: str, count: int, settle: float = 0.3
+) -> list[NotifyRequested]:
+    """The notify requests of this account: ``count`` of them, then ``settle`` s for extras."""
+    envs: list[Envelope] = await read_topic(
+        playbooks.bootstrap,
+        topics.NOTIFY_REQUESTS,
+        match=lambda e: e.account_id == account,
+        count=count,
+        timeout=10,
+        settle=settle,
+    )
+    return [e.payload(NotifyRequested) for e in envs]
 
 
 def playbooks_settings(

@@ -12,24 +12,14 @@ from typing import Any
 from services.playbooks.repository import WAITING_FOR_RECIPIENT
 from services.playbooks.scheduler import ALERT_GONE
 from shared import topics
-from shared.envelope import Envelope
-from shared.messages import ContactUpserted, NotifyRequested
-from tests.playbooks.conftest import Playbooks, new_account, new_csm, until
-from tests.support import read_topic
-
-
-async def _requests(
-    playbooks: Playbooks, account: str, count: int, settle: float = 0.5
-) -> list[NotifyRequested]:
-    envs: list[Envelope] = await read_topic(
-        playbooks.bootstrap,
-        topics.NOTIFY_REQUESTS,
-        match=lambda e: e.account_id == account,
-        count=count,
-        timeout=10,
-        settle=settle,
-    )
-    return [e.payload(NotifyRequested) for e in envs]
+from shared.messages import ContactUpserted
+from tests.playbooks.conftest import (
+    Playbooks,
+    new_account,
+    new_csm,
+    notify_requests,
+    until,
+)
 
 
 async def _identify(
@@ -91,7 +81,7 @@ async def test_an_audience_by_roles_and_primary_falling_back_to_the_three_most_r
 
     first = await _start(playbooks, account, pid)
     await playbooks.scheduler.run_once()
-    sent = {r.step_key: r for r in await _requests(playbooks, account, 3)}
+    sent = {r.step_key: r for r in await notify_requests(playbooks, account, 3, settle=0.5)}
     assert [(t.email, t.name, t.role) for t in sent["billing"].to] == [
         (f"u1@{account}.test", "Name U1", "billing")
     ]
@@ -110,7 +100,11 @@ async def test_an_audience_by_roles_and_primary_falling_back_to_the_three_most_r
     assert datetime.fromisoformat(contacts["u5"]["last_seen_at"]) == now
     second = await _start(playbooks, account, pid)
     await playbooks.scheduler.run_once()
-    later = [r for r in await _requests(playbooks, account, 6) if r.task_group_id == second]
+    later = [
+        r
+        for r in await notify_requests(playbooks, account, 6, settle=0.5)
+        if r.task_group_id == second
+    ]
     [primary] = [r for r in later if r.step_key == "primary"]
     assert [t.contact_id for t in primary.to] == ["u5"]
 
@@ -196,7 +190,7 @@ async def test_alert_started_customer_emails_wait_for_the_review_window_and_an_o
     assert checkin["review_until"] == checkin["send_after"]
     # Inside the window: the owner's Slack goes, no customer email.
     await playbooks.scheduler.run_once()
-    [slack] = await _requests(playbooks, skipped, 1)
+    [slack] = await notify_requests(playbooks, skipped, 1, settle=0.5)
     assert slack.template_id == "alert-owner-slack"
 
     # The CSM cancels one...
@@ -218,18 +212,24 @@ async def test_alert_started_customer_emails_wait_for_the_review_window_and_an_o
 
     playbooks.clock.advance(minutes=15)
     await playbooks.scheduler.run_once()
-    [sent] = [r for r in await _requests(playbooks, confirmed, 2) if r.channel == "email"]
+    [sent] = [
+        r
+        for r in await notify_requests(playbooks, confirmed, 2, settle=0.5)
+        if r.channel == "email"
+    ]
     group = await _group(playbooks, confirmed, "adoption-risk")
     assert sent.idempotency_key == f"{group['id']}:checkin-email"
     assert [t.email for t in sent.to] == [f"pat@{confirmed}.test"]
     assert _step(group, "checkin-email")["status"] == "done"
 
-    assert [r.template_id for r in await _requests(playbooks, skipped, 1)] == ["alert-owner-slack"]
-    assert await _requests(playbooks, resolved, 0, settle=1.0) == []
+    assert [r.template_id for r in await notify_requests(playbooks, skipped, 1, settle=0.5)] == [
+        "alert-owner-slack"
+    ]
+    assert await notify_requests(playbooks, resolved, 0, settle=1.0) == []
     resolved_group = await _group(playbooks, resolved, "inactivity-reengagement")
     assert _step(resolved_group, "reengagement-email")["status"] == "cancelled"
     # The handoff's group stays open (no alert_resolved exit), but its email is not sent.
-    handoff_sent = await _requests(playbooks, handoff, 1, settle=1.0)
+    handoff_sent = await notify_requests(playbooks, handoff, 1, settle=1.0)
     assert [r.template_id for r in handoff_sent] == ["expansion-owner-slack"]
     handoff_group = await _group(playbooks, handoff, "owner-handoff")
     intro = _step(handoff_group, "intro-email")
@@ -263,9 +263,9 @@ async def test_the_review_window_is_a_setting_and_a_step_may_set_its_own(
         detail["started_at"]
     ) == timedelta(minutes=30)
     await playbooks.scheduler.run_once(playbooks.clock.now + timedelta(minutes=29))
-    assert await _requests(playbooks, account, 0, settle=0.5) == []
+    assert await notify_requests(playbooks, account, 0, settle=0.5) == []
     await playbooks.scheduler.run_once(playbooks.clock.now + timedelta(minutes=30))
-    [sent] = await _requests(playbooks, account, 1)
+    [sent] = await notify_requests(playbooks, account, 1, settle=0.5)
     assert sent.step_key == "later"
 
 
@@ -284,7 +284,11 @@ async def test_a_welcome_to_admins_waits_for_one_and_is_skipped_after_three_days
     for account in (later, never):
         welcome = _step(await _group(playbooks, account, "onboarding-1-kickoff"), "welcome-email")
         assert (welcome["status"], welcome["detail"]) == ("open", WAITING_FOR_RECIPIENT)
-    assert [r for r in await _requests(playbooks, later, 0) if r.template_id == "welcome"] == []
+    assert [
+        r
+        for r in await notify_requests(playbooks, later, 0, settle=0.5)
+        if r.template_id == "welcome"
+    ] == []
 
     await playbooks.contact(later, "u2", email=f"boss@{later}.test", name="Bo", role="Admin")
     await playbooks.wait_contacts(later, 2)
@@ -293,14 +297,22 @@ async def test_a_welcome_to_admins_waits_for_one_and_is_skipped_after_three_days
         lambda g: _step(g, "welcome-email")["detail"] is None,
     )
     await playbooks.scheduler.run_once()
-    [sent] = [r for r in await _requests(playbooks, later, 1) if r.template_id == "welcome"]
+    [sent] = [
+        r
+        for r in await notify_requests(playbooks, later, 1, settle=0.5)
+        if r.template_id == "welcome"
+    ]
     assert [t.email for t in sent.to] == [f"boss@{later}.test"]
 
     playbooks.clock.advance(days=3)
     await playbooks.scheduler.run_once()
     welcome = _step(await _group(playbooks, never, "onboarding-1-kickoff"), "welcome-email")
     assert welcome["status"] == "skipped" and "no recipient" in welcome["detail"]
-    assert [r for r in await _requests(playbooks, never, 0) if r.template_id == "welcome"] == []
+    assert [
+        r
+        for r in await notify_requests(playbooks, never, 0, settle=0.5)
+        if r.template_id == "welcome"
+    ] == []
 
 
 async def test_a_snoozed_or_acknowledged_alert_still_gets_its_reviewed_email(
@@ -323,7 +335,11 @@ async def test_a_snoozed_or_acknowledged_alert_still_gets_its_reviewed_email(
     playbooks.clock.advance(minutes=15)
     await playbooks.scheduler.run_once()
     for account in (snoozed, acknowledged):
-        emails = [r for r in await _requests(playbooks, account, 3) if r.channel == "email"]
+        emails = [
+            r
+            for r in await notify_requests(playbooks, account, 3, settle=0.5)
+            if r.channel == "email"
+        ]
         assert [r.template_id for r in emails] == ["adoption-checkin"], account
         group = await _group(playbooks, account, "adoption-risk")
         assert _step(group, "checkin-email")["status"] == "done"

@@ -12,25 +12,16 @@ import pytest
 
 from shared import topics
 from shared.broker import EmbeddedBroker
-from shared.envelope import Envelope
-from shared.messages import DeliveryChanged, NotifyRequested, OwnerChanged, UsageEvent
-from tests.playbooks.conftest import Playbooks, new_account, new_csm, running, until
+from shared.messages import DeliveryChanged, OwnerChanged, UsageEvent
+from tests.playbooks.conftest import (
+    Playbooks,
+    new_account,
+    new_csm,
+    notify_requests,
+    running,
+    until,
+)
 from tests.support import read_topic
-
-
-async def _requests(
-    playbooks: Playbooks, account: str, count: int, settle: float = 0.3
-) -> list[NotifyRequested]:
-    """The notify requests of this account: ``count`` of them, then ``settle`` s for extras."""
-    envs: list[Envelope] = await read_topic(
-        playbooks.bootstrap,
-        topics.NOTIFY_REQUESTS,
-        match=lambda e: e.account_id == account,
-        count=count,
-        timeout=10,
-        settle=settle,
-    )
-    return [e.payload(NotifyRequested) for e in envs]
 
 
 async def test_new_onboarding_account_starts_onboarding_plays_and_welcome_goes_at_once(
@@ -65,7 +56,7 @@ async def test_new_onboarding_account_starts_onboarding_plays_and_welcome_goes_a
     assert len(await playbooks.groups(account)) == 4
 
     await playbooks.scheduler.run_once()
-    sent = [r for r in await _requests(playbooks, account, 2) if r.channel == "email"]
+    sent = [r for r in await notify_requests(playbooks, account, 2) if r.channel == "email"]
     [welcome] = sent
     kickoff = next(g for g in groups if g["playbook_id"] == "onboarding-1-kickoff")
     assert welcome.template_id == "welcome"
@@ -103,7 +94,7 @@ async def test_tech_touch_emails_follow_days_and_stop_after_milestone(
     await playbooks.scheduler.run_once(start)  # a second pass sends nothing twice
     playbooks.clock.advance(days=3, minutes=1)
     await playbooks.scheduler.run_once()
-    sent = await _requests(playbooks, account, 2)
+    sent = await notify_requests(playbooks, account, 2)
     assert [r.template_id for r in sent] == ["welcome", "tech-touch-day-3"]
     assert sent[0].to[0].email == "sam@small.test"
 
@@ -115,7 +106,7 @@ async def test_tech_touch_emails_follow_days_and_stop_after_milestone(
     assert exited["closed_reason"] == "event seen: Milestone Reached"
     playbooks.clock.advance(days=20)
     await playbooks.scheduler.run_once()
-    assert [r.template_id for r in await _requests(playbooks, account, 2, settle=1.0)] == [
+    assert [r.template_id for r in await notify_requests(playbooks, account, 2, settle=1.0)] == [
         "welcome",
         "tech-touch-day-3",
     ]
@@ -150,7 +141,7 @@ async def test_owner_change_starts_handoff_and_delivery_outcome_shows_on_step(
 
     await playbooks.scheduler.run_once()
     # Only the intro email: the expansion Slack step waits, nobody has a Slack id here.
-    [intro] = await _requests(playbooks, account, 1)
+    [intro] = await notify_requests(playbooks, account, 1)
     assert intro.template_id == "owner-handoff" and intro.from_name == new_csm_row["name"]
     for status in ("sent", "opened", "sent"):  # a late "sent" does not hide "opened"
         outcome = DeliveryChanged(
@@ -180,11 +171,11 @@ async def test_running_scheduler_sends_risk_checkins_after_the_review_window(
     await service.alert(account, rule_type="band_drop", severity=4)
     await service.alert(account, rule_type="inactivity")
     # The owner hears at once; the customer emails wait for the 15-minute review window.
-    [slack] = await _requests(service, account, 1, settle=0.6)
+    [slack] = await notify_requests(service, account, 1, settle=0.6)
     assert slack.template_id == "alert-owner-slack"
     await service.wait_groups(account, 2)
     service.clock.advance(minutes=15)
-    sent = await _requests(service, account, 3)
+    sent = await notify_requests(service, account, 3)
     by_template = {r.template_id: r for r in sent}
     assert set(by_template) == {"alert-owner-slack", "adoption-checkin", "reengagement"}
     assert by_template["alert-owner-slack"].to[0].slack_channel == "U-EVE"
@@ -213,7 +204,7 @@ async def test_tech_touch_days_7_and_14_are_sent_on_their_day_unless_the_milesto
 
     async def pass_on(day: float) -> list[str]:
         await playbooks.scheduler.run_once(start + timedelta(days=day))
-        return [r.template_id for r in await _requests(playbooks, through, 1, settle=0.5)]
+        return [r.template_id for r in await notify_requests(playbooks, through, 1, settle=0.5)]
 
     assert await pass_on(6.9) == ["welcome", "tech-touch-day-3"]  # day 7 not yet due
     assert await pass_on(7) == ["welcome", "tech-touch-day-3", "tech-touch-day-7"]
@@ -230,7 +221,7 @@ async def test_tech_touch_days_7_and_14_are_sent_on_their_day_unless_the_milesto
     ]
     [done] = await playbooks.groups(through)
     assert (done["status"], done["closed_reason"]) == ("completed", "all steps finished")
-    sent = [r.template_id for r in await _requests(playbooks, stopped, 3, settle=0.5)]
+    sent = [r.template_id for r in await notify_requests(playbooks, stopped, 3, settle=0.5)]
     assert sent == ["welcome", "tech-touch-day-3", "tech-touch-day-7"]  # no day 14
 
 
@@ -279,7 +270,7 @@ async def test_stored_groups_wake_the_scheduler_and_contacts_release_waiting_ema
     assert waiting["items"][0]["step_key"] == "day-0"
     # ...and goes as soon as the account has one, not ten minutes later.
     await service.contact(fresh, "u1", email="fay@fresh.test", role="admin")
-    [welcome] = await _requests(service, fresh, 1, settle=0.5)
+    [welcome] = await notify_requests(service, fresh, 1, settle=0.5)
     assert welcome.template_id == "welcome" and welcome.to[0].email == "fay@fresh.test"
     sent = await until(
         lambda: service.get("/v1/tasks", task_group_id=group["id"], type="email"),
