@@ -297,20 +297,25 @@ async def test_a_live_collapse_alerts_as_soon_as_the_day_shows_it(
 
 
 async def test_a_churned_account_with_late_data_keeps_no_dirty_mark_or_pending_count(
-    settle_broker: EmbeddedBroker,
-    send: Callable[[list[Envelope]], Awaitable[None]],
+    private_broker: EmbeddedBroker,
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
 ) -> None:
     """A churned account is not scored, so it is never judged "settled" either: backdated
     usage arriving after its churn (held for 10 minutes) must not leave it marked dirty,
-    or the pending gauge (and a demo waiting for pending 0) would wait forever."""
+    or the pending gauge (and a demo waiting for pending 0) would wait forever.
+
+    A broker of its own: with a 600 s settle delay, the other tests' accounts on the shared
+    one would be held (and pending) too."""
     gone = f"gone-{uuid.uuid4().hex[:6]}"
     settings = _settings(
-        settle_broker, await database_url("health"), tmp_path, HEALTH_SETTLE_SECONDS=600
+        private_broker, await database_url("health"), tmp_path, HEALTH_SETTLE_SECONDS=600
     )
     app = create_app(settings)
-    async with serve_app(app) as url:
+    async with (
+        sender(private_broker.bootstrap_servers, "health-settle-churn") as send,
+        serve_app(app) as url,
+    ):
         api = Running(url, app, settings)
         churn_day = (AS_OF - timedelta(days=1)).isoformat()
         await send([_group(gone, day_at(30)), *daily_usage(gone, [5] * 28)])
