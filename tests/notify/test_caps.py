@@ -25,6 +25,7 @@ from shared.kafka import Publisher
 from shared.messages import Recipient
 from shared.migrations import upgrade_async
 from tests.conftest import DatabaseFactory
+from tests.e2e.flows import eventually
 from tests.notify.conftest import (
     NotifyHarness,
     SmtpServer,
@@ -64,15 +65,20 @@ async def test_the_account_cap_defers_the_extra_email_and_sends_it_when_the_wind
     await publish(broker, account, request(key=third, to=[Recipient(email=dee, name="Dee")]))
     [got] = await smtp.inbox.wait_for(dee, 1, timeout=WINDOW + 20)
     assert got.message["To"].addresses[0].addr_spec == dee
-    async with httpx.AsyncClient(base_url=base) as client:
-        r = await client.get(
-            "/v1/deliveries", params={"account_id": account, "limit": 10}, headers=auth("read")
-        )
+
+    async def all_sent() -> dict[tuple[str, str], dict[str, Any]] | None:
+        """The account's deliveries once each is stored as sent (the SMTP server sees a
+        message a moment before the worker records it)."""
+        async with httpx.AsyncClient(base_url=base) as client:
+            r = await client.get(
+                "/v1/deliveries", params={"account_id": account, "limit": 10}, headers=auth("read")
+            )
         assert r.status_code == 200, r.text
-        rows: dict[tuple[str, str], dict[str, Any]] = {
-            (d["idempotency_key"], d["recipient"]): d for d in r.json()["items"]
-        }
-    assert {d["status"] for d in rows.values()} == {"sent"}
+        found = {(d["idempotency_key"], d["recipient"]): d for d in r.json()["items"]}
+        return found if {d["status"] for d in found.values()} == {"sent"} else None
+
+    rows = await eventually(all_sent, timeout=10, what="every delivery stored as sent")
+    assert len(rows) == 4
     late = rows[(third, dee)]
     assert late["deferrals"] == 1 and late["last_error"].startswith("account cap: next allowed")
     assert rows[(second, cy)]["deferrals"] == 0  # the two-recipient request counted once
