@@ -12,6 +12,7 @@ MODULES = [
     "bench.score_quality",
     "bench.playbooks",
     "bench.notify",
+    "bench.console",
     "bench.e2e",
     "bench.soak",
 ]

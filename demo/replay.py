@@ -96,14 +96,21 @@ async def replay(
                 await post_batch(client, calls, stats)
 
         workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
-        with progress:
-            task = progress.add_task("replay", total=days, events=0)
-            for _, calls in history(accounts, days, today):
-                for i in range(0, len(calls), BATCH_EVENTS):
-                    await queue.put(calls[i : i + BATCH_EVENTS])
-                progress.update(task, advance=1, events=stats.events)
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
-            progress.update(task, events=stats.events)
+        try:
+            with progress:
+                task = progress.add_task("replay", total=days, events=0)
+                for _, calls in history(accounts, days, today):
+                    for i in range(0, len(calls), BATCH_EVENTS):
+                        await queue.put(calls[i : i + BATCH_EVENTS])
+                    progress.update(task, advance=1, events=stats.events)
+                for _ in workers:
+                    await queue.put(None)
+                await asyncio.gather(*workers)
+                progress.update(task, events=stats.events)
+        finally:
+            # Ctrl-C (the demo cancelled) or a failed batch: the other posters stop before
+            # the client closes under them, so no traceback is printed over the drain
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
     return stats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,21 @@ async def run_demo(system: System, *, accounts: int, days: int) -> None:
         await settle(system, c, "importing the history")
         await settled_in_health(system, c)
         await settle(system, c, "alerts, task groups and messages")
+        await backfill_score_history(system, c, days=days, today=today)
         await summary(system, c)
+
+
+async def backfill_score_history(
+    system: System, client: httpx.AsyncClient, *, days: int, today: date
+) -> None:
+    """Score each replayed day as of that day, so score charts show the history (health
+    scores live only from now on; a past ``as_of`` fills history and alerts no one)."""
+    url = f"{system.url('health')}/v1/recompute"
+    first = min(days, 90) - 7  # a score needs a week of usage behind it
+    with console.status(f"filling {first} days of score history..."):
+        for back in range(first, 0, -1):
+            day = today - timedelta(days=back)
+            (await client.post(url, params={"as_of": day.isoformat()})).raise_for_status()
 
 
 async def resume_interrupted_demo(system: System) -> None:
@@ -216,6 +230,25 @@ async def summary(system: System, client: httpx.AsyncClient) -> None:
     console.print(f"Dev outbox: {system.settings.data_dir.resolve() / 'outbox'}")
     for name in system.processes:
         console.print(f"{name:10s} {system.url(name)}/docs")
+    print_console_link(system)
+
+
+def print_console_link(system: System) -> None:
+    """The console's address and, in development, a sign-in link for one demo CSM."""
+    if "console" not in system.processes:
+        return
+    url = system.url("console")
+    console.print(f"[bold]Console:[/] {url}/")
+    if system.env.get("CONSOLE_DEV_LOGIN", "").lower() not in ("1", "true", "yes"):
+        return
+    name, email = CSMS[0]
+    token = create_token(
+        system.settings.secret, scopes=["write"], subject=email, ttl_seconds=7 * 86400
+    )
+    # soft_wrap: the link is one line, whatever the terminal's width
+    console.print(
+        f"Sign in as {name} (development only): {url}/login?token={token}", soft_wrap=True
+    )
 
 
 def _counts(title: str, counts: Counter[str], label: str) -> None:

@@ -11,12 +11,12 @@ if [ "$#" -eq 0 ]; then
 fi
 
 case "$1" in
-    ingest | health | playbooks | notify)
+    ingest | health | playbooks | notify | console)
         export SERVICE="$1"
         exec python -m "services.$1"
         ;;
     "")
-        echo "entrypoint: set SERVICE to ingest, health, playbooks or notify, or pass a command" >&2
+        echo "entrypoint: set SERVICE to ingest, health, playbooks, notify or console, or pass a command" >&2
         exit 64
         ;;
     *)

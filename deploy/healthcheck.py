@@ -12,7 +12,7 @@ import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_PORTS = {"ingest": 8001, "health": 8002, "playbooks": 8003, "notify": 8004}
+DEFAULT_PORTS = {"ingest": 8001, "health": 8002, "playbooks": 8003, "notify": 8004, "console": 8005}
 
 
 def target(path: str) -> str:

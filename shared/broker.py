@@ -7,6 +7,7 @@ free port. Tansu has no idempotent producer and no transactions; nothing here ne
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,11 +22,33 @@ from shared.kafka import ensure_topics, wait_for_broker
 log = structlog.get_logger(__name__)
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, for a server started later (tests, benchmarks).
+
+    Picked below the kernel's ephemeral range: a port from that range (what binding port 0
+    gives) can be taken as an outgoing connection's source port before the server binds
+    it, which under parallel test workers happened ("address already in use")."""
+    low = _ephemeral_low()
+    picks = random.SystemRandom()  # not the seeded global generator: workers would agree
+    for _ in range(200):
+        port = picks.randrange(max(1024, low - 12_000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 class EmbeddedBroker:

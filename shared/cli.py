@@ -1,4 +1,4 @@
-"""The ``uptake`` command: run, demo, migrate, token.
+"""The ``uptake`` command: run, demo, migrate, token create|list|revoke.
 
 Heavy modules (FastAPI, SQLAlchemy, Alembic) are imported inside the commands: ``uptake
 run`` checks its ports before paying for them, so a second instance is refused at once.
@@ -15,7 +15,7 @@ import typer
 
 from shared.logging import configure_logging
 from shared.ports import PortTaken, ensure_ports_free, needed_ports
-from shared.services import available_services
+from shared.services import available_services, database_services
 from shared.settings import BaseServiceSettings
 
 app = typer.Typer(help="Uptake: customer-success backend.", no_args_is_help=True)
@@ -48,6 +48,8 @@ def demo(
     on: alerts judge settled data only) and show the outcome."""
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # the services' logs: the summary speaks
     settings = BaseServiceSettings()
+    if settings.environment == "development":  # the summary ends with a sign-in link
+        os.environ.setdefault("CONSOLE_DEV_LOGIN", "true")
     configure_logging(service="uptake", level="WARNING", json=False)
 
     def main() -> Coroutine[Any, Any, int]:
@@ -82,7 +84,7 @@ def migrate() -> None:
     from shared.migrations import upgrade
 
     settings = BaseServiceSettings()
-    for svc in available_services():
+    for svc in database_services():
         upgrade(svc.name, settings.database_url(svc.name))
         typer.echo(f"{svc.name}: migrated")
 
@@ -91,19 +93,64 @@ def migrate() -> None:
 def token_create(
     scope: Annotated[list[str], typer.Option("--scope", "-s", help="ingest, read, write or admin")],
     subject: Annotated[str, typer.Option(help="Who or what the token is for")] = "uptake",
-    ttl_days: Annotated[int, typer.Option(help="Days until it expires; 0 = never")] = 0,
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            help="Until it expires: 90d, 12h, 2w... or 'never'. Default: 90d, but never for "
+            "an ingest-only write key"
+        ),
+    ] = None,
 ) -> None:
-    """Print a signed token carrying the given scopes."""
-    from shared.auth import create_token
+    """Make a token, record it in the registry (ingest's database) and print it (once)."""
+    from services.ingest.token_cli import create_in_registry
+    from shared.auth import SCOPES, Ttl, parse_ttl
+
+    unknown = sorted(set(scope) - set(SCOPES))
+    if unknown or not scope:
+        raise typer.BadParameter(
+            f"unknown scopes {unknown}; choose from {list(SCOPES)}", param_hint="--scope"
+        )
+    try:
+        ttl_seconds: Ttl = "default" if ttl is None else parse_ttl(ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ttl") from exc
+    settings = BaseServiceSettings()
+    token, summary = create_in_registry(
+        settings, scopes=scope, subject=subject, ttl_seconds=ttl_seconds
+    )
+    typer.echo(summary, err=True)
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    active: Annotated[bool, typer.Option(help="Only tokens neither revoked nor expired")] = False,
+    plain: Annotated[bool, typer.Option(help="Tab-separated, no table")] = False,
+) -> None:
+    """Every token of the registry: scopes, created, expires, revoked, last used."""
+    from services.ingest.token_cli import list_registry, print_tokens
+
+    settings = BaseServiceSettings()
+    print_tokens(list_registry(settings, active_only=active), plain=plain)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id (`uptake token list`)")],
+) -> None:
+    """Revoke a token: recorded in the registry, announced on auth.revocations.v1; every
+    service refuses it within seconds."""
+    from services.ingest.token_cli import RevokeFailed, revoke_in_registry
 
     settings = BaseServiceSettings()
     try:
-        token = create_token(
-            settings.secret, scopes=scope, subject=subject, ttl_seconds=ttl_days * 86400 or None
-        )
+        message = revoke_in_registry(settings, token_id=token_id)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--scope") from exc
-    typer.echo(token)
+        raise typer.BadParameter(str(exc), param_hint="TOKEN_ID") from exc
+    except RevokeFailed as exc:
+        typer.echo(f"uptake: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(message)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ async def strict_request(request: Request) -> None:
         raise RequestValidationError(problems)
 
 
-def _routes(routes: Iterable[Any]) -> Iterator[Route]:
+def iter_routes(routes: Iterable[Any]) -> Iterator[Route]:
     """Every route, looking inside included routers."""
     for route in routes:
         if isinstance(route, Route):
@@ -162,7 +162,7 @@ def _routes(routes: Iterable[Any]) -> Iterator[Route]:
         if inner is None:
             inner = getattr(route, "routes", None)
         if inner is not None:
-            yield from _routes(inner)
+            yield from iter_routes(inner)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -170,7 +170,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
         allowed: set[str] = set()
-        for route in _routes(request.app.router.routes):
+        for route in iter_routes(request.app.router.routes):
             match, _ = route.matches(request.scope)
             if route.methods and match in (Match.FULL, Match.PARTIAL):
                 allowed |= route.methods

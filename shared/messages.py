@@ -164,6 +164,34 @@ class DeliveryChanged(Message):
     url: str | None = None
 
 
+# auth.revocations.v1 (compacted, keyed by token id) ----------------------------------
+
+
+class TokenRevoked(Message):
+    """A token that no service may accept any more. The envelope's key is the token id."""
+
+    token_id: str = Field(min_length=1, max_length=64)
+    revoked_at: datetime
+    expires_at: datetime | None = None
+
+
+# auth.token-uses.v1 (compacted, keyed by token id) ----------------------------------
+
+
+class TokenUsed(Message):
+    """A token's latest use at a service other than ingest (at most one a minute per token
+    and process), for the registry's ``last_used_at``; the key is the token id."""
+
+    token_id: str = Field(min_length=1, max_length=64)
+    subject: str = Field(max_length=200)
+    scopes: list[str] = Field(max_length=8)
+    key_id: str | None = Field(default=None, max_length=64)
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+    used_at: datetime
+    service: str = Field(max_length=40)
+
+
 MESSAGE_TYPES: dict[str, tuple[str, type[Message]]] = {
     "usage.track": (topics.USAGE_EVENTS, UsageEvent),
     "account.upserted": (topics.ACCOUNTS, AccountUpserted),
@@ -175,5 +203,7 @@ MESSAGE_TYPES: dict[str, tuple[str, type[Message]]] = {
     "alert.resolved": (topics.HEALTH_ALERTS, AlertChanged),
     "notify.requested": (topics.NOTIFY_REQUESTS, NotifyRequested),
     "notify.delivery": (topics.NOTIFY_DELIVERIES, DeliveryChanged),
+    "token.revoked": (topics.AUTH_REVOCATIONS, TokenRevoked),
+    "token.used": (topics.AUTH_TOKEN_USES, TokenUsed),
 }
 """Envelope ``type`` -> (topic, model of ``data``)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +31,23 @@ KAFKA_HANDLER_RETRIES = Counter(
 )
 KAFKA_DEAD_LETTERED = Counter(
     "uptake_kafka_dead_lettered_total", "Messages sent to a dead-letter topic", ["topic"]
+)
+
+KAFKA_CONSUMER_LAG = Gauge(
+    "uptake_kafka_consumer_lag",
+    "Messages waiting for the group on this consumer's partitions (end offset minus the"
+    " committed position; a batch stuck in the handler counts)",
+    ["group", "topic"],
+)
+KAFKA_CONSUMER_STALLED = Gauge(
+    "uptake_kafka_consumer_stalled",
+    "1 while the group has lag and committed nothing for CONSUMER_STALL_SECONDS, else 0",
+    ["group"],
+)
+KAFKA_CONSUMER_SINCE_PROGRESS = Gauge(
+    "uptake_kafka_consumer_seconds_since_progress",
+    "Seconds since the group last committed a batch or was caught up",
+    ["group"],
 )
 
 

@@ -73,3 +73,35 @@ def run_env(metadata: MetaData) -> None:
         await engine.dispose()
 
     asyncio.run(_online())
+
+
+def create_audit_log() -> None:
+    """The ``audit_log`` table as first shipped (shared/audit.py), for every service's
+    history; kept here frozen, so a later change to the table is a new step."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("subject", sa.String(255), nullable=False),
+        sa.Column("token_id", sa.String(64), nullable=False),
+        sa.Column("method", sa.String(10), nullable=False),
+        sa.Column("path", sa.String(1000), nullable=False),
+        sa.Column("action", sa.String(200), nullable=False),
+        sa.Column("route", sa.String(300), nullable=False),
+        sa.Column("target", sa.String(500), nullable=True),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("summary", sa.JSON(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
+    )
+    op.create_index("ix_audit_log_at", "audit_log", ["at"])
+    op.create_index("ix_audit_log_subject_at", "audit_log", ["subject", "at"])
+    op.create_index("ix_audit_log_action_at", "audit_log", ["action", "at"])
+
+
+def drop_audit_log() -> None:
+    from alembic import op
+
+    op.drop_table("audit_log")

@@ -2,11 +2,20 @@
 
 A service calls :func:`create_service_app` with its routers and the components
 (consumers, schedulers) to start once the database and the broker are up.
+
+Two ways to stop. SIGTERM (Kubernetes, and ``uptake run`` last): uvicorn stops accepting
+and finishes the requests in hand, then each component stops (a consumer finishes and
+commits its batch). SIGUSR1 (``uptake run``, first): the service *drains* -- it stops
+taking new work from outside (its drain hooks: ingest refuses tracking calls and flushes
+what it accepted), ``/readyz`` answers 503 ``draining``, and everything else (consumers)
+runs on until the SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,18 +25,25 @@ from typing import Any, Protocol
 import structlog
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp
 
+from shared.audit import AuditMiddleware, AuditPruner
+from shared.audit_api import audit_router
+from shared.auth import Authenticator, guarded
 from shared.db import create_engine, create_sessionmaker, ping
-from shared.http import install_error_handlers
-from shared.kafka import Publisher, wait_for_broker
+from shared.http import ErrorOut, install_error_handlers, iter_routes
+from shared.kafka import ConsumerRunner, Publisher, wait_for_broker
 from shared.logging import configure_logging
 from shared.metrics import MetricsMiddleware, metrics_response
 from shared.migrations import upgrade_async
+from shared.ratelimit import SAFE_METHODS, RateLimiter
 from shared.responses import JSONBytes
+from shared.revocations import RevocationWatcher
 from shared.settings import BaseServiceSettings
+from shared.tokenuse import UsageBuffer, UsageReporter
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +71,35 @@ class ServiceRuntime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     publisher: Publisher
+    auth: Authenticator
     components: list[Component] = field(default_factory=list)
+    drain_hooks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    draining: bool = False  # no new work from outside: a stop is coming
+    drained: bool = False  # ...and the drain hooks are done
     _ready_cache: tuple[float, dict[str, str]] | None = None
+    _drain_task: asyncio.Task[None] | None = None
+
+    def start_draining(self) -> None:
+        """Stop taking new work and flush what was accepted (the drain hooks, in order);
+        the process runs on until SIGTERM."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("service.draining")
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        for hook in self.drain_hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                log.error("service.drain_hook_failed", error=repr(exc)[:500])
+        self.drained = True
+        log.info("service.drained")
 
     async def readiness(self) -> dict[str, str]:
-        """db and broker reachability, cached for a second so probes stay cheap."""
+        """db and broker reachability and every consumer's progress (``consumer:<group>``:
+        a stalled one fails it), cached for a second so probes stay cheap."""
         now = time.monotonic()
         if self._ready_cache and now - self._ready_cache[0] < 1.0:
             return self._ready_cache[1]
@@ -76,8 +116,15 @@ class ServiceRuntime:
             checks["broker"] = "ok"
         except (KafkaError, TimeoutError, OSError) as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
+        for runner in self.consumers():
+            progress = runner.progress()
+            checks[f"consumer:{progress.group}"] = progress.describe()
         self._ready_cache = (now, checks)
         return checks
+
+    def consumers(self) -> list[ConsumerRunner]:
+        """The started components that are consumer runners, whichever service made them."""
+        return [c for c in self.components if isinstance(c, ConsumerRunner)]
 
 
 StartHook = Callable[[ServiceRuntime], Awaitable[Sequence[Component]]]
@@ -92,13 +139,20 @@ def ops_router() -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Database and broker are reachable",
-        responses={503: {"description": "a dependency is unreachable"}},
+        summary="Database and broker are reachable, no consumer has stalled",
+        responses={
+            503: {
+                "description": "a dependency is unreachable, a consumer stalled, or the service "
+                "is draining before a stop (`drained`: what it had accepted is flushed)"
+            }
+        },
     )
     async def readyz(request: Request) -> JSONBytes:
         runtime: ServiceRuntime | None = getattr(request.app.state, "runtime", None)
         if runtime is None:
             return JSONBytes({"status": "starting"}, status_code=503)
+        if runtime.draining:
+            return JSONBytes({"status": "draining", "drained": runtime.drained}, status_code=503)
         checks = await runtime.readiness()
         ok = all(v == "ok" for v in checks.values())
         return JSONBytes(
@@ -145,17 +199,45 @@ def create_service_app(
             engine=engine,
             sessions=create_sessionmaker(engine),
             publisher=publisher,
+            auth=auth,
         )
         app.state.runtime = runtime
+        loop = asyncio.get_running_loop()
+        drain_signal = getattr(app.state, "drain_signal", None)
         try:
-            if on_start is not None:
-                for component in await on_start(runtime):
-                    await component.start()
-                    runtime.components.append(component)
+            # First in, last out: no request is served before the revoked ids are known.
+            watcher = RevocationWatcher(
+                settings.kafka_bootstrap_servers, auth.revoked, client_id=name
+            )
+            await watcher.start()
+            runtime.components.append(watcher)
+            if auth.usage is None:  # not the registry's own service: send it our uses
+                auth.usage = UsageBuffer()
+                reporter = UsageReporter(
+                    publisher,
+                    auth.usage,
+                    service=name,
+                    interval=settings.token_usage_report_interval,
+                )
+                await reporter.start()
+                runtime.components.append(reporter)
+            started = list(await on_start(runtime)) if on_start is not None else []
+            pruner = AuditPruner(runtime.sessions, retention_days=settings.audit_retention_days)
+            for component in [*started, pruner]:
+                await component.start()
+                runtime.components.append(component)
+            if drain_signal is not None:
+                loop.add_signal_handler(drain_signal, runtime.start_draining)
             log.info("service.started", database=engine.url.get_backend_name())
             yield
         finally:
             log.info("service.stopping")
+            if drain_signal is not None:
+                loop.remove_signal_handler(drain_signal)
+            if runtime._drain_task is not None and not runtime._drain_task.done():
+                runtime._drain_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runtime._drain_task
             for component in reversed(runtime.components):
                 try:
                     await component.stop()
@@ -175,14 +257,45 @@ def create_service_app(
         telemetry=None if settings.opentelemetry else OTEL_OFF,
     )
     app.state.settings = settings
+    # Made here, not in the lifespan: the fast lanes and dependencies read it per request.
+    app.state.auth = auth = Authenticator.from_settings(settings)
+    app.state.write_limiter = RateLimiter(
+        rate=settings.api_write_rate, burst=settings.api_write_burst
+    )
     install_error_handlers(app)
+    # Innermost: a service's own middleware (ingest's tracking fast lane) answers first.
+    app.add_middleware(AuditMiddleware)
     for mw in middleware:
         app.add_middleware(mw)
     app.add_middleware(MetricsMiddleware)  # outermost: it sees every request
     app.include_router(ops_router())
-    for router in routers:
+    for router in [*routers, audit_router()]:
         app.include_router(router)
+    document_write_limit(app)
     return app
+
+
+def document_write_limit(app: FastAPI) -> None:
+    """The 429 every guarded write may answer (:func:`shared.ratelimit.limit_writes`)."""
+    for route in iter_routes(app.router.routes):
+        if (
+            isinstance(route, APIRoute)
+            and (route.methods or set()) - SAFE_METHODS
+            and guarded(route.dependant)
+        ):
+            route.responses.setdefault(
+                429,
+                {
+                    "model": ErrorOut,
+                    "description": "this token's write rate limit is used up; see Retry-After",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "seconds to wait (an integer, at least 1)",
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    },
+                },
+            )
 
 
 def runtime_of(request: Request) -> ServiceRuntime:
@@ -190,10 +303,15 @@ def runtime_of(request: Request) -> ServiceRuntime:
     return runtime
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 20  # requests in hand at SIGTERM; deploy/k8s grace covers it
+
+
 def serve(app: Any, *, host: str, port: int) -> None:
-    """Run one service under uvicorn (uvloop + httptools); SIGTERM drains, then stops."""
+    """Run one service under uvicorn (uvloop + httptools). SIGUSR1 drains (see the module
+    docstring); SIGTERM finishes the requests and batches in hand, then stops."""
     import uvicorn
 
+    app.state.drain_signal = signal.SIGUSR1
     uvicorn.run(
         app,
         host=host,
@@ -202,6 +320,6 @@ def serve(app: Any, *, host: str, port: int) -> None:
         http="httptools",
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=False,
     )

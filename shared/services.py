@@ -9,6 +9,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ServiceInfo:
     name: str
+    # The console keeps no database of its own: it reads and acts through the others' APIs.
+    has_database: bool = True
 
     @property
     def module(self) -> str:
@@ -25,8 +27,14 @@ SERVICES: tuple[ServiceInfo, ...] = (
     ServiceInfo("health"),
     ServiceInfo("playbooks"),
     ServiceInfo("notify"),
+    ServiceInfo("console", has_database=False),
 )
 
 
 def available_services() -> list[ServiceInfo]:
     return [s for s in SERVICES if s.available]
+
+
+def database_services() -> list[ServiceInfo]:
+    """The services with a database to migrate (``uptake migrate``, ``uptake run``)."""
+    return [s for s in available_services() if s.has_database]

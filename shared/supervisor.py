@@ -1,7 +1,10 @@
 """``uptake run``: the embedded broker (when no Kafka is configured) and every service.
 
-Each service runs as its own process, as in production; Ctrl-C or SIGTERM stops the
-services first (each drains and commits), then the broker.
+Each service runs as its own process, as in production. Ctrl-C or SIGTERM drains first
+(:mod:`shared.drain`: ingest stops accepting, the consumers reach the end of their topics),
+then stops the services and the broker; a second Ctrl-C/SIGTERM stops at once.
+Services run in their own process group, so a terminal's Ctrl-C reaches only this
+supervisor, which decides the order.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import structlog
 
 from shared import topics
+from shared.background import wait_for_event
 from shared.broker import EmbeddedBroker
+from shared.drain import drain_system
 from shared.kafka import ensure_topics
 from shared.migrations import upgrade_async
 from shared.ports import ensure_ports_free, needed_ports
@@ -69,7 +75,8 @@ async def start_system(
         )
     try:
         for svc in services:
-            await upgrade_async(svc.name, settings.database_url(svc.name))
+            if svc.has_database:
+                await upgrade_async(svc.name, settings.database_url(svc.name))
         for svc in services:
             start_service(system, svc.name)
         await wait_ready(system, timeout=90)
@@ -81,7 +88,9 @@ async def start_system(
 
 def start_service(system: System, name: str) -> subprocess.Popen[bytes]:
     """Start (or restart) one service process: ``python -m services.<name>``."""
-    proc = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=system.env)  # noqa: S603
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", f"services.{name}"], env=system.env, process_group=0
+    )
     system.processes[name] = proc
     return proc
 
@@ -118,8 +127,11 @@ def stop_system(system: System, *, grace: float = 25.0) -> None:
         system.broker.stop()
 
 
-async def _until_done_or_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless a signal comes first (then cancel it). True if it finished."""
+async def _until_done_or_stopped(
+    work: Awaitable[Any], stop: asyncio.Event, *, result: bool = False
+) -> bool:
+    """Run ``work`` unless a signal comes first (then cancel it). True if it finished
+    (with ``result``: if it finished and returned True)."""
     task = asyncio.ensure_future(work)
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -129,8 +141,36 @@ async def _until_done_or_stopped(work: Awaitable[None], stop: asyncio.Event) -> 
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return False
-    task.result()
-    return True
+    value = task.result()
+    return bool(value) if result else True
+
+
+HURRY_WARNING = (
+    "uptake: second signal: stopping now without draining; events accepted but not yet "
+    "consumed may be lost"
+)
+
+
+async def drain_unless_hurried(system: System, *, timeout: float, hurry: asyncio.Event) -> bool:
+    """Drain and stop the services (:func:`shared.drain.drain_system`) unless ``hurry`` is
+    set first; then stop what is left and the broker. True when fully drained."""
+    drained = False
+    try:
+        if hurry.is_set():
+            drained = False
+        else:
+            drained = await _until_done_or_stopped(
+                drain_system(system, timeout=timeout), hurry, result=True
+            )
+    except Exception as exc:
+        log.error("supervisor.drain_failed", error=repr(exc)[:500])
+        drained = False
+    finally:
+        if hurry.is_set():
+            print(HURRY_WARNING, file=sys.stderr, flush=True)
+            log.warning("supervisor.drain_skipped")
+        stop_system(system)
+    return drained
 
 
 async def run_until_stopped(
@@ -139,31 +179,44 @@ async def run_until_stopped(
     after_start: Callable[[System], Awaitable[None]] | None = None,
     exit_after: bool = False,
 ) -> int:
-    """Start everything, run ``after_start`` (the demo), then wait for a signal or a crash."""
+    """Start everything, run ``after_start`` (the demo), then wait for a signal or a crash;
+    then drain and stop. Exit code 1 after a crash or a drain that left messages behind."""
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: stop at once
+
+    def on_signal() -> None:
+        (hurry if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     system = await start_system(settings, available_services())
-    code = 0
     try:
-        for name in system.processes:
-            print(f"{name:10s} {system.url(name)}/docs")
-        if after_start is not None and not await _until_done_or_stopped(after_start(system), stop):
-            return code
-        if exit_after:
-            return code
-        print("Running. Ctrl-C stops everything.")
-        while not stop.is_set():
-            crashed = [n for n, p in system.processes.items() if p.poll() is not None]
-            if crashed:
-                log.error("supervisor.service_exited", services=crashed)
-                code = 1
-                break
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=1)
-            except TimeoutError:
-                pass
+        code = await _run_system(system, after_start, exit_after, stop)
     finally:
-        stop_system(system)
-    return code
+        # also on a cancelled start or a crash of the supervisor itself
+        drained = await drain_unless_hurried(system, timeout=settings.drain_timeout, hurry=hurry)
+    return code if drained else 1
+
+
+async def _run_system(
+    system: System,
+    after_start: Callable[[System], Awaitable[None]] | None,
+    exit_after: bool,
+    stop: asyncio.Event,
+) -> int:
+    """Until the demo is done (``exit_after``), a signal, or a crashed service (1)."""
+    for name in system.processes:
+        print(f"{name:10s} {system.url(name)}/docs")
+    if after_start is not None and not await _until_done_or_stopped(after_start(system), stop):
+        return 0  # stopped during the demo
+    if exit_after:
+        return 0
+    print("Running. Ctrl-C stops everything.")
+    while not stop.is_set():
+        crashed = [n for n, p in system.processes.items() if p.poll() is not None]
+        if crashed:
+            log.error("supervisor.service_exited", services=crashed)
+            return 1
+        await wait_for_event(stop, 1)
+    return 0

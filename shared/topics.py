@@ -9,6 +9,8 @@ HEALTH_ALERTS = "health.alerts.v1"
 NOTIFY_REQUESTS = "notify.requests.v1"
 NOTIFY_DELIVERIES = "notify.deliveries.v1"
 USAGE_UNATTRIBUTED = "usage.unattributed.v1"
+AUTH_REVOCATIONS = "auth.revocations.v1"
+AUTH_TOKEN_USES = "auth.token-uses.v1"  # noqa: S105 (a topic name)
 
 ALL = (
     USAGE_EVENTS,
@@ -20,6 +22,20 @@ ALL = (
     USAGE_UNATTRIBUTED,
 )
 
+# What each service's consumer group reads (its group is ``<SERVICE>_CONSUMER_GROUP``,
+# default the service's name). The services subscribe to these; ``uptake run`` drains them.
+CONSUMED_BY: dict[str, tuple[str, ...]] = {
+    "health": (USAGE_EVENTS, ACCOUNTS),
+    "playbooks": (HEALTH_ALERTS, ACCOUNTS, USAGE_EVENTS, NOTIFY_DELIVERIES),
+    "notify": (NOTIFY_REQUESTS,),
+}
+
+
+# Topics read whole by every service rather than consumed by a group: compacted (the
+# latest record per key is all that matters), and without a dead-letter topic.
+COMPACTED = (AUTH_REVOCATIONS, AUTH_TOKEN_USES)
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {t: {"cleanup.policy": "compact"} for t in COMPACTED}
+
 
 def dlq(topic: str) -> str:
     """The dead-letter topic of a topic."""
@@ -27,4 +43,5 @@ def dlq(topic: str) -> str:
 
 
 def all_with_dlq() -> list[str]:
-    return [*ALL, *(dlq(t) for t in ALL)]
+    """Every topic a broker needs: the event topics, their dead-letter topics, the compacted."""
+    return [*ALL, *(dlq(t) for t in ALL), *COMPACTED]

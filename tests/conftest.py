@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -19,6 +20,35 @@ from tests.support import TEST_SECRET
 T = TypeVar("T")
 PG_ADMIN_DSN = os.environ.get("UPTAKE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
+# Modules whose tests share a module-scoped system: under pytest-xdist (``--dist loadgroup``)
+# each runs whole on one worker, so its slow fixture starts once, not once per worker.
+SHARED_MODULE_FIXTURES = {
+    "tests/e2e/",
+    "tests/health/test_api.py",
+    "tests/health/test_api_edges.py",
+    "tests/health/test_audit.py",
+    "tests/health/test_scenarios.py",
+    "tests/health/test_settled.py",
+    "tests/ingest/test_schemathesis.py",
+    "tests/health/test_schemathesis.py",
+    "tests/playbooks/test_schemathesis.py",
+    "tests/notify/test_schemathesis.py",
+    "tests/deploy/",
+}
+# Whole-system runs start first, so the longest work begins while the quick tests fill the
+# other workers.
+HEAVY = ("tests/demo/test_demo_run.py", "tests/e2e/", "tests/console/")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        shared = any(path.startswith(prefix) for prefix in SHARED_MODULE_FIXTURES)
+        if shared and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(path))
+    items.sort(key=lambda item: not item.nodeid.startswith(HEAVY))
+
+
 os.environ.setdefault("UPTAKE_SECRET", TEST_SECRET)
 os.environ.setdefault("LOG_JSON", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -29,6 +59,16 @@ async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Embe
     """One Tansu broker for the session, topics created (3 partitions to keep it quick)."""
     log = tmp_path_factory.mktemp("tansu") / "tansu.log"
     b = EmbeddedBroker(port=free_port(), log_path=log)
+    await b.start(partitions=3)
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+async def module_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedBroker]:
+    """A broker for one test module: nothing else's backlog in it, so each test's consumer
+    group (or a fuzzed service) reads it from offset 0 quickly."""
+    b = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("tansu") / "log")
     await b.start(partitions=3)
     yield b
     b.stop()
@@ -84,8 +124,18 @@ def postgres_databases() -> Iterator[DatabaseFactory]:
         return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
 
     yield make
-    for name in made:
-        _run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _run(_drop_all(made))
+
+
+async def _drop_all(names: list[str]) -> None:
+    """Dropping a database waits on the disk: a few at a time, not one after another."""
+    pool = await asyncpg.create_pool(PG_ADMIN_DSN, min_size=1, max_size=4, timeout=5)
+    try:
+        await asyncio.gather(
+            *(pool.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') for name in names)
+        )
+    finally:
+        await pool.close()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -99,3 +149,36 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[st
         return make_sqlite
     factory: DatabaseFactory = request.getfixturevalue("postgres_databases")
     return factory
+
+
+# UPTAKE_TEST_CPU=<file>: each test's CPU seconds (this process and the children it reaped:
+# the services and brokers it started), its node id, xdist worker and wall-clock start and
+# end, one line per test -- where the suite's time goes on two cores (CPU, and which
+# worker is still busy at the end).
+_CPU_REPORT = os.environ.get("UPTAKE_TEST_CPU")
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+if _CPU_REPORT:
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+        before, started = _cpu_seconds(), time.time()
+        try:
+            return (yield)
+        finally:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with open(_CPU_REPORT, "a") as report:
+                report.write(
+                    f"{_cpu_seconds() - before:.2f}\t{item.nodeid}\t{worker}"
+                    f"\t{started:.1f}\t{time.time():.1f}\n"
+                )

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -34,27 +35,39 @@ def auth(*scopes: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def serve_app(app: FastAPI | Any, *, port: int | None = None) -> AsyncIterator[str]:
-    """Run an ASGI app under a real uvicorn server (with its lifespan); yields the base URL."""
-    port = port or free_port()
+    """Run an ASGI app under a real uvicorn server (with its lifespan); yields the base URL.
+    Without ``port``, the server's socket is bound here, to a port the kernel picks, so no
+    other process can take it between choosing and binding."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port
+    sock.bind(("127.0.0.1", port or 0))
+    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, lifespan="on", access_log=False
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if task.done():
-            task.result()  # raises the startup error
-            raise RuntimeError("server exited during startup")
-        if time.monotonic() > deadline:
-            raise TimeoutError("server did not start")
-        await asyncio.sleep(0.02)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if task.done():
+                task.result()  # raises the startup error
+                raise RuntimeError("server exited during startup")
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start")
+            await asyncio.sleep(0.02)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task
+        sock.close()
+
+
+def port_open(port: int) -> bool:
+    """Something listens on this loopback port."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +223,9 @@ def fuzzed_service(name: str, bootstrap: str, data: Any, **env: str) -> Any:
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         f"{name.upper()}_DATABASE_URL": f"sqlite+aiosqlite:///{data}/{name}.db",
         "UPTAKE_DATA_DIR": str(data),
+        # One token sends every case: the per-token write limit would answer 429 for most.
+        "API_WRITE_RATE": "100000",
+        "API_WRITE_BURST": "100000",
         **env,
     }
     with service_process(name, env) as (url, _):

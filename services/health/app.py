@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 from sqlalchemy.exc import IntegrityError
 
+from services.health import settle
 from services.health.config import load_config_file, load_default_rules
 from services.health.configstore import ConfigStore
 from services.health.consumer import HealthConsumer
@@ -16,7 +17,16 @@ from services.health.decode import decode
 from services.health.eventnames import EventNames
 from services.health.outbox import OutboxRelay
 from services.health.recompute import Recomputer
-from services.health.routes import accounts, alerts, catalog, config, models, outcomes, rules
+from services.health.routes import (
+    accounts,
+    alerts,
+    catalog,
+    config,
+    models,
+    outcomes,
+    rules,
+    sparklines,
+)
 from services.health.scheduler import RecomputeScheduler
 from services.health.settings import HealthSettings
 from shared import topics
@@ -53,6 +63,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             await store.seed_rules(default_rules)
         except IntegrityError:
             pass  # another replica seeded them at the same moment
+        await settle.hold_after_start(runtime.sessions, seconds=settings.settle_seconds)
         outbox = OutboxRelay(
             runtime.sessions, runtime.publisher, interval=settings.outbox_interval_seconds
         )
@@ -80,11 +91,12 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
         runner = ConsumerRunner(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=settings.consumer_group,
-            topics=[topics.USAGE_EVENTS, topics.ACCOUNTS],
+            topics=list(topics.CONSUMED_BY["health"]),
             handler=consumer.handle,
             publisher=runtime.publisher,
             max_batch=settings.consumer_batch,
             decode=decode,
+            stall_seconds=settings.consumer_stall_seconds,
         )
         scheduler.backlog = lambda: runner.behind
         consumer.behind = lambda: runner.behind
@@ -115,6 +127,7 @@ def create_app(settings: HealthSettings | None = None) -> FastAPI:
             config.router,
             catalog.router,
             models.router,
+            sparklines.router,
         ],
         on_start=on_start,
         auto_migrate=settings.auto_migrate,

@@ -42,8 +42,15 @@ class ConfigStore:
         if hit is not None and time.monotonic() - hit[0] < self._ttl:
             value: dict[str, Any] | None = hit[1]
             return value
+        started = time.monotonic()
         async with self._sessions() as session:
             value = await repo.get_config(session, key)
+        current = self._cache.get(key)
+        if current is not None and current[0] >= started:
+            # a PUT on this replica stored a newer value while this read was on its way:
+            # keep it (caching what was read would undo the PUT here for a whole TTL)
+            newer: dict[str, Any] | None = current[1]
+            return newer
         self._cache[key] = (time.monotonic(), value)
         return value
 

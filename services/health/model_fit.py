@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 
 FloatArray = npt.NDArray[np.float64]
 LEVEL_DAYS = 28
@@ -132,6 +131,9 @@ def fit(
     z = (raw - means[None, :]) / stds[None, :]
     groups = correlated_groups(z)
     x = np.stack([z[:, g].mean(axis=1) for g in groups], axis=1)
+    # imported here: scikit-learn costs a second at every health start, fits are rare
+    from sklearn.linear_model import LogisticRegression
+
     reg = LogisticRegression(C=c, max_iter=500)
     reg.fit(x, churned.astype(np.int64))
     model = FittedModel(

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.audit import audit_log_table
 from shared.db import new_metadata
 
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -33,6 +34,10 @@ Json = JSON()
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
+
+
+# Every service's audit trail (shared/audit.py), here so its migrations know the table.
+audit_log = audit_log_table(Base.metadata)
 
 
 class Account(Base):

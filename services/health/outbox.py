@@ -16,6 +16,7 @@ from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health.models import OutboxMessage
+from shared.background import BackgroundTask, wait_for_event
 from shared.envelope import Envelope
 from shared.kafka import Publisher, PublishError
 
@@ -60,27 +61,23 @@ class OutboxRelay:
         self._interval = interval
         self._batch = batch
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
         self._lock = asyncio.Lock()
 
     def nudge(self) -> None:
         self._wake.set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="health:outbox")
+        self._background.start("health:outbox", self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
         with contextlib.suppress(Exception):
             await self.flush()
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            await wait_for_event(self._wake, self._interval)
             self._wake.clear()
             try:
                 await self.flush()

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_auc_score
 
 FloatArray = npt.NDArray[np.float64]
 MIN_CHURNERS = 10
@@ -23,6 +22,8 @@ def risk_auc(safety: FloatArray, churned: FloatArray) -> float:
     only one class is present."""
     if churned.min(initial=0) == churned.max(initial=0):
         return 0.5
+    from sklearn.metrics import roc_auc_score  # here: a second of import, used by fits only
+
     return float(roc_auc_score(churned, -np.nan_to_num(safety, nan=0.0)))
 
 

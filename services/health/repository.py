@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from sqlalchemy import Select, Table, bindparam, case, delete, func, select, text, update
@@ -593,6 +593,19 @@ async def score_history(session: AsyncSession, account_id: str, limit: int) -> l
     return list(rows)
 
 
+OPEN_STATUSES = ("open", "acknowledged")
+
+
+def open_alert_counts() -> Any:
+    """Per account, its alerts still waiting for someone (open or acknowledged)."""
+    return (
+        select(Alert.account_id, func.count().label("open_alerts"))
+        .where(Alert.status.in_(OPEN_STATUSES))
+        .group_by(Alert.account_id)
+        .subquery()
+    )
+
+
 def accounts_query(
     *,
     band: str | None,
@@ -610,14 +623,46 @@ def accounts_query(
         query = query.where(Account.segment == segment)
     if stage is not None:
         query = query.where(Account.stage == stage)
-    order: Any = {
-        "score": Score.score.asc(),
-        "-score": Score.score.desc(),
-        "change": Score.change.asc(),
-        "-change": Score.change.desc(),
-        "account_id": Account.account_id.asc(),
-    }[sort]
+    key = sort.removeprefix("-")
+    column: Any
+    if key == "alerts":
+        counts = open_alert_counts()
+        query = query.outerjoin(counts, counts.c.account_id == Account.account_id)
+        column = func.coalesce(counts.c.open_alerts, 0)
+    else:
+        column = {
+            "score": Score.score,
+            "change": Score.change,
+            "account_id": Account.account_id,
+            "name": Account.name,
+            "mrr": Account.mrr,
+            "owner": Account.owner,
+            "stage": Account.stage,
+            "segment": Account.segment,
+            "renewal_date": Account.renewal_date,
+        }[key]
+    order = column.desc() if sort.startswith("-") else column.asc()
     return query.order_by(order.nulls_last(), Account.account_id)
+
+
+async def sparklines(
+    session: AsyncSession, account_ids: list[str], start: date
+) -> tuple[dict[str, list[ScoreHistory]], dict[str, int]]:
+    """Score history since ``start`` (oldest first) and open alert counts, for a few accounts."""
+    rows = await session.scalars(
+        select(ScoreHistory)
+        .where(ScoreHistory.account_id.in_(account_ids), ScoreHistory.day >= start)
+        .order_by(ScoreHistory.account_id, ScoreHistory.day)
+    )
+    history: dict[str, list[ScoreHistory]] = {a: [] for a in account_ids}
+    for row in rows:
+        history[row.account_id].append(row)
+    counts = await session.execute(
+        select(Alert.account_id, func.count())
+        .where(Alert.account_id.in_(account_ids), Alert.status.in_(OPEN_STATUSES))
+        .group_by(Alert.account_id)
+    )
+    return history, {a: n for a, n in counts.tuples()}
 
 
 # config and rules ------------------------------------------------------------------------
@@ -696,8 +741,11 @@ def alerts_query(
     owner: str | None,
     rule_id: str | None,
     severity: int | None,
+    opened_since: date | None = None,
 ) -> Select[Any]:
     query = select(Alert)
+    if opened_since is not None:
+        query = query.where(Alert.opened_at >= datetime.combine(opened_since, time(), UTC))
     if status is not None:
         query = query.where(Alert.status == status)
     if account_id is not None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health import repository as repo
 from services.health.recompute import Recomputer
+from shared.background import wait_for_event
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +123,7 @@ class RecomputeScheduler:
                     await asyncio.sleep(pause if pause > 0 else max(self._live_interval, 0.05))
                 else:
                     self._live_arrived.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._live_arrived.wait(), self._debounce)
+                    await wait_for_event(self._live_arrived, self._debounce)
                     if self._live:
                         continue  # live traffic came in: wait for it, not for quiet
                 waited = time.monotonic() - first

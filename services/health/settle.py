@@ -9,7 +9,10 @@ call landed before its usage looks silent. So alerting is held:
   backdated data (an event older than the current day, a backdated ``group`` call) or
   data consumed from a backlog (``accounts.settled_at``, stored with the batch);
 - for everyone, while any replica's consumer is behind the end of its topics (a
-  database row, renewed by every backlog batch, so it holds across replicas);
+  database row, renewed by every backlog batch, so it holds across replicas), and for
+  ``HEALTH_SETTLE_SECONDS`` after a replica starts: what producers queued meanwhile (SDK
+  retries, an import resumed after a Ctrl-C) comes first, and a history half imported
+  before the restart is not judged as it stands;
 - for usage and score rules, for an account with no usage at all that health has known
   for less than the scoring's recent window: it is new, not declining. (Inactivity and
   onboarding windows of such an account count from when health first saw it: see
@@ -24,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health import repository as repo
 from services.health.models import Account
@@ -57,6 +60,12 @@ async def hold(
         await repo.set_settled_at(session, sorted(ids), until)
     if backlog:
         await repo.put_config(session, BACKLOG_KEY, {"until": until.isoformat()}, now)
+
+
+async def hold_after_start(sessions: async_sessionmaker[AsyncSession], *, seconds: float) -> None:
+    """A replica starts: everyone's alerts wait ``seconds`` (see the module's docstring)."""
+    async with sessions() as session, session.begin():
+        await hold(session, set(), now=datetime.now(UTC), seconds=seconds, backlog=True)
 
 
 @dataclass

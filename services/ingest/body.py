@@ -9,7 +9,7 @@ import zlib
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 
 class BodyError(Exception):
@@ -31,11 +31,16 @@ async def read_body(request: Request, *, limit: int) -> bytes:
             raise BodyError(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyError(413, f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyError(413, f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # the caller went away mid-body (an SDK's timeout, Ctrl-C): nothing was accepted,
+        # and nobody is there to read the answer -- not a server error with a traceback
+        raise BodyError(400, "the client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 

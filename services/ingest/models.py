@@ -14,11 +14,16 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.audit import audit_log_table
 from shared.db import UTCDateTime, new_metadata
 
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
+
+
+# Every service's audit trail (shared/audit.py), here so its migrations know the table.
+audit_log = audit_log_table(Base.metadata)
 
 
 class UserAccount(Base):
@@ -86,3 +91,26 @@ class PendingEvent(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     parked_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     trace_id: Mapped[str] = mapped_column(String(200))
+
+
+class ApiToken(Base):
+    """One API token of the registry (ingest issues the SDK write keys, so it keeps them all).
+
+    Only the token's id (its ``jti``) and metadata are stored, never the token itself.
+    ``origin``: ``cli`` or ``api`` (made here), ``seen`` (made elsewhere, with
+    ``shared.auth.create_token``, and recorded on first use), ``revoked`` (known only
+    because its id was revoked).
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    origin: Mapped[str] = mapped_column(String(20))
+    created_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

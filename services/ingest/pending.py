@@ -13,7 +13,6 @@ start) releases whatever an earlier process left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -24,6 +23,7 @@ from services.ingest import repository as repo
 from services.ingest.accounts import DATABASE_TROUBLE
 from services.ingest.tracking import envelope_bytes
 from shared import topics
+from shared.background import BackgroundTask, wait_for_event
 from shared.kafka import Publisher, PublishError
 
 log = structlog.get_logger(__name__)
@@ -57,16 +57,25 @@ class PendingReleaser:
         self._chunk = chunk
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = BackgroundTask()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="ingest-pending-releaser")
+        self._background.start("ingest-pending-releaser", self._run)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
+
+    async def flush(self) -> None:
+        """Stop the background loop, then release every linked user's parked events now
+        (the drain before a stop). A pass cut short leaves its rows parked: crash-safe."""
+        await self.stop()
+        try:
+            released = await self.release(None)
+        except (*DATABASE_TROUBLE, PublishError) as exc:
+            log.warning("ingest.pending_flush_failed", error=repr(exc)[:500])
+            return
+        if released:
+            log.info("ingest.pending_flushed", events=released)
 
     def request(self, keys: set[str]) -> None:
         """Release the parked events of these users (and their aliases) soon."""
@@ -79,8 +88,7 @@ class PendingReleaser:
         next_sweep = loop.time()
         while True:
             timeout = max(0.0, next_sweep - loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_for_event(self._wake, timeout)
             self._wake.clear()
             keys, self._wanted = self._wanted, set()
             sweep = loop.time() >= next_sweep

@@ -22,3 +22,7 @@ class IngestSettings(BaseServiceSettings):
     pending_max_events: int = Field(default=10_000, alias="INGEST_PENDING_MAX_EVENTS", ge=1)
     pending_sweep_interval: float = Field(default=60.0, alias="INGEST_PENDING_SWEEP_INTERVAL", gt=0)
     pending_release_chunk: int = Field(default=1000, alias="INGEST_PENDING_RELEASE_CHUNK", ge=1)
+    # How often the last uses of tokens (noted at most once a minute each) are written.
+    token_usage_flush_interval: float = Field(
+        default=10.0, alias="INGEST_TOKEN_USAGE_FLUSH_INTERVAL", gt=0
+    )

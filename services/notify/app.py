@@ -49,10 +49,11 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utcnow)
         runner = ConsumerRunner(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=settings.consumer_group,
-            topics=[topics.NOTIFY_REQUESTS],
+            topics=list(topics.CONSUMED_BY["notify"]),
             handler=consumer.handle,
             publisher=runtime.publisher,
             max_batch=500,
+            stall_seconds=settings.consumer_stall_seconds,
         )
         # The worker starts first and stops last: the consumer's final batch still gets sent.
         return [worker, runner]

@@ -69,8 +69,11 @@ def sign(secret: str, claims: LinkClaims) -> str:
     return f"{payload}.{_b64(_mac(secret, code, payload))}"
 
 
-def verify(secret: str, token: str, kind: LinkKind) -> LinkClaims:
-    """The claims of a genuine token of ``kind``; :class:`InvalidLink` otherwise."""
+def verify(secret: str, token: str, kind: LinkKind, *, previous: str | None = None) -> LinkClaims:
+    """The claims of a genuine token of ``kind``; :class:`InvalidLink` otherwise.
+
+    During a rotation ``previous`` (``UPTAKE_SECRET_PREVIOUS``) verifies too: links in
+    emails already sent keep working until the old secret is retired."""
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
         raise InvalidLink("malformed link")
     payload, signature = token.split(".")
@@ -78,7 +81,10 @@ def verify(secret: str, token: str, kind: LinkKind) -> LinkClaims:
         given = _unb64(signature)
     except (binascii.Error, ValueError) as exc:
         raise InvalidLink("malformed link") from exc
-    if not hmac.compare_digest(given, _mac(secret, _KIND_CODES[kind], payload)):
+    code = _KIND_CODES[kind]
+    if not any(
+        hmac.compare_digest(given, _mac(key, code, payload)) for key in (secret, previous) if key
+    ):
         raise InvalidLink("link signature does not match")
     try:
         body = orjson.loads(_unb64(payload))

@@ -21,11 +21,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.audit import audit_log_table
 from shared.db import UTCDateTime, new_metadata
 
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
+
+
+# Every service's audit trail (shared/audit.py), here so its migrations know the table.
+audit_log = audit_log_table(Base.metadata)
 
 
 # Delivery statuses. ``queued``/``retrying``/``deferred`` wait for ``next_attempt_at``;

@@ -321,9 +321,14 @@ async def remove_suppression(session: AsyncSession, email: str) -> bool:
     return result.scalar() is not None
 
 
-async def list_suppressions(session: AsyncSession, *, limit: int, offset: int) -> list[Suppression]:
+async def list_suppressions(
+    session: AsyncSession, *, limit: int, offset: int, account_id: str | None = None
+) -> list[Suppression]:
+    query = select(Suppression)
+    if account_id is not None:
+        query = query.where(Suppression.account_id == account_id)
     rows = await session.execute(
-        select(Suppression).order_by(Suppression.created_at.desc()).limit(limit).offset(offset)
+        query.order_by(Suppression.created_at.desc()).limit(limit).offset(offset)
     )
     return list(rows.scalars())
 

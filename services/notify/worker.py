@@ -40,6 +40,7 @@ from services.notify.retry import RetryPolicy, SendResult
 from services.notify.settings import NotifySettings
 from services.notify.slack_sender import SlackSender
 from shared import topics
+from shared.background import wait_for_event
 from shared.envelope import Envelope
 from shared.kafka import Publisher
 from shared.messages import DeliveryStatus
@@ -146,11 +147,8 @@ class DeliveryWorker:
         """
         lease = timedelta(seconds=self.settings.send_lease_seconds)
         while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), lease.total_seconds() / 3)
+            if await wait_for_event(self._stopping, lease.total_seconds() / 3):
                 return
-            except TimeoutError:
-                pass
             held = list(self._inflight)
             if not held:
                 continue
@@ -176,10 +174,7 @@ class DeliveryWorker:
                 log.error("notify.worker_error", error=repr(exc))
             if busy:
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval_seconds)
-            except TimeoutError:
-                pass
+            await wait_for_event(self._wake, self.settings.poll_interval_seconds)
 
     # sending -----------------------------------------------------------------------------
 
@@ -420,6 +415,7 @@ class DeliveryWorker:
         transaction (the one holding the cap locks) stores it."""
         detail = f"{cap}: next allowed at {until.isoformat()}"
         DELIVERIES.labels(d.channel, "deferred").inc()
+        log.info("notify.deferred", delivery=d.id, cap=cap, until=until.isoformat())
         await repository.set_delivery(
             session,
             d.id,

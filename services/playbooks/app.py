@@ -78,6 +78,7 @@ def create_app(
                     topics=TOPICS,
                     handler=handler.handle,
                     publisher=runtime.publisher,
+                    stall_seconds=settings.consumer_stall_seconds,
                 )
             )
         if settings.scheduler_enabled:

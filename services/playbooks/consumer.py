@@ -36,7 +36,7 @@ from shared.messages import (
 
 log = structlog.get_logger(__name__)
 
-TOPICS = [topics.HEALTH_ALERTS, topics.ACCOUNTS, topics.USAGE_EVENTS, topics.NOTIFY_DELIVERIES]
+TOPICS = list(topics.CONSUMED_BY["playbooks"])
 STARTING_STATUSES = {"open", "acknowledged"}
 ACCOUNT_FIELDS = ("name", "plan", "mrr", "stage", "segment", "renewal_date")
 # Later delivery news wins; a replayed or late "sent" never hides an "opened".

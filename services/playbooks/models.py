@@ -21,12 +21,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.audit import audit_log_table
 from shared.db import UTCDateTime, new_metadata
 
 
 class Base(DeclarativeBase):
     metadata = new_metadata()
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+# Every service's audit trail (shared/audit.py), here so its migrations know the table.
+audit_log = audit_log_table(Base.metadata)
 
 
 OPEN_ONLY = text("status = 'open'")

@@ -14,7 +14,6 @@ key (``<task_group_id>:<step_key>``), which notify drops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from services.playbooks.flows import facts_of
 from services.playbooks.models import Task, TaskGroup
 from services.playbooks.outbound import ContactFacts, CsmFacts, DueStep, build_request
 from shared import topics
+from shared.background import wait_for_event
 from shared.envelope import Envelope, wrap
 from shared.kafka import Publisher
 
@@ -103,8 +103,7 @@ class StepScheduler:
                     pass  # a full pass: more may be due right away
             except Exception as exc:
                 log.warning("playbooks.scheduler_pass_failed", error=repr(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.interval_seconds)
+            await wait_for_event(self._wake, self.config.interval_seconds)
             self._wake.clear()  # a wake during the pass above made this wait return at once
 
     async def run_once(self, now: datetime | None = None) -> int:

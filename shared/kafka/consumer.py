@@ -8,6 +8,8 @@ with backoff until it succeeds; any other error is retried a few times, then the
 is split to find the poison messages, which go to ``<topic>.dlq`` so the rest flows on.
 A ``decode`` function (bytes -> envelope and a payload for ``Record.payload``) lets a
 service read each message once; what it refuses is dead-lettered at once, unretried.
+Beside the loop, a watch reads the lag every few seconds and tells when the group has
+stalled (:mod:`shared.kafka.progress`): readiness and the gauges read ``progress``.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import topics
 from shared.envelope import Envelope
 from shared.kafka.producer import Publisher, PublishError
+from shared.kafka.progress import Progress, ProgressWatch
 from shared.metrics import (
     KAFKA_CONSUMED,
     KAFKA_DEAD_LETTERED,
     KAFKA_HANDLER_RETRIES,
     KAFKA_HANDLER_SECONDS,
 )
+from shared.settings import DEFAULT_STALL_SECONDS
 
 log = structlog.get_logger(__name__)
 
@@ -64,10 +68,64 @@ def parse_envelope(raw: bytes) -> tuple[Envelope, Any]:
 TRANSIENT = (TransientError, OperationalError, ConnectionError, OSError, PublishError)
 
 
+# How long stop() lets the batch in hand finish and commit before cutting it short (it is
+# then replayed after the restart). deploy/k8s grace periods cover it.
+STOP_TIMEOUT_SECONDS = 25.0
+
+
+class Membership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Whether the group has handed this consumer its partitions (between a revocation
+    and the next assignment an empty fetch says nothing about what is left to read), and
+    whether records came since (the first resume where another member left off)."""
+
+    def __init__(self) -> None:
+        self.assigned = False
+        self.fresh = False  # assigned, and no records since
+
+    async def on_partitions_revoked(self, revoked: object) -> None:
+        self.assigned = False
+
+    async def on_partitions_assigned(self, assigned: object) -> None:
+        self.assigned = True
+        self.fresh = True
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, TRANSIENT)
+
+
+def backlog_waiting(
+    *,
+    assigned: bool,
+    highwaters: dict[TopicPartition, int | None],
+    next_offsets: dict[TopicPartition, int],
+    fetched: int,
+    max_batch: int,
+    fresh: bool = False,
+) -> bool:
+    """Whether a backlog may be waiting after a fetch (``fetched`` records, the next offset
+    of each partition they came from). Lets a handler hold decisions that need the whole
+    picture (alerts) while a backlog is replayed after a restart or a stall:
+
+    - no assignment yet (joining, or a rebalance waiting out a dead member's session):
+      an empty fetch then says nothing about what is left;
+    - a partition not fetched since its assignment (its high watermark is unknown);
+    - the first records since the assignment (``fresh``): they resume where another
+      member left off, maybe one that died halfway through a history, so they are
+      treated as a backlog however few they are;
+    - a full batch, or more than a quarter batch still behind the high watermarks.
+
+    The few messages that arrive while a batch is handled under live traffic are not a
+    backlog. A consumer given no partitions has none: there is nothing for it.
+    """
+    if not assigned or fetched >= max_batch or (fresh and fetched > 0):
+        return True
+    if any(highwater is None for highwater in highwaters.values()):
+        return True
+    lag = sum(max(0, (highwaters.get(tp) or 0) - offset) for tp, offset in next_offsets.items())
+    return lag > max_batch // 4
 
 
 class ConsumerRunner:
@@ -86,6 +144,7 @@ class ConsumerRunner:
         backoff: float = 0.2,
         max_backoff: float = 10.0,
         decode: Decoder = parse_envelope,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
     ) -> None:
         self.group_id = group_id
         self.decode = decode
@@ -96,8 +155,8 @@ class ConsumerRunner:
         self.max_retries = max_retries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self._membership = Membership()
         self._consumer = AIOKafkaConsumer(
-            *topics,
             bootstrap_servers=bootstrap_servers,
             group_id=group_id,
             client_id=group_id,
@@ -109,28 +168,44 @@ class ConsumerRunner:
             max_poll_interval_ms=600_000,
             fetch_max_wait_ms=100,
         )
+        self._consumer.subscribe(topics=list(topics), listener=self._membership)
         self._task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._watch = ProgressWatch(group_id, topics, stall_seconds=stall_seconds)
+        # first offset of the batch in hand per partition: not done until it is committed
+        self._in_hand: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()
         self.last_batch_at: float | None = None
-        self.behind = True  # until a fetch shows otherwise
+        self.behind = True  # a backlog may be waiting (backlog_waiting), until a fetch says not
 
     async def start(self) -> None:
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.group_id}")
+        self._watch_task = asyncio.create_task(
+            self._watch_lag(), name=f"consumer-watch:{self.group_id}"
+        )
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group."""
         self._stopping.set()
         if self._task is not None:
             try:
-                await asyncio.wait_for(self._task, timeout=30)
+                await asyncio.wait_for(self._task, timeout=STOP_TIMEOUT_SECONDS)
             except TimeoutError:
                 self._task.cancel()
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            await asyncio.gather(self._watch_task, return_exceptions=True)
+        self._watch.forget()
         await self._consumer.stop()
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def progress(self) -> Progress:
+        """Lag at the last reading and whether the group has stalled (judged now)."""
+        return self._watch.snapshot()
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
@@ -140,34 +215,82 @@ class ConsumerRunner:
                 log.warning("kafka.fetch_failed", group=self.group_id, error=repr(exc))
                 await asyncio.sleep(1)
                 continue
-            if not batch:
-                self.behind = False
-                continue
-            raw = [msg for msgs in batch.values() for msg in msgs]
             self.behind = self._backlog_after(batch)
+            if not batch:
+                continue
+            self._membership.fresh = False  # records came since the assignment
+            raw = [msg for msgs in batch.values() for msg in msgs]
+            self._in_hand = {tp: msgs[0].offset for tp, msgs in batch.items() if msgs}
             records = await self._decode(raw)
             if records:
                 await self._handle(records)
             await self._commit(raw)
+            self._in_hand = {}
+            self._watch.progressed()
             KAFKA_CONSUMED.labels(self.group_id).inc(len(raw))
             self.last_batch_at = time.time()
+
+    async def _watch_lag(self) -> None:
+        """Read the lag every ``interval`` until stopped; a failed reading keeps the last."""
+        while True:
+            try:
+                self._watch.observe(await self._lag())
+            except Exception as exc:  # the watch outlives any one bad reading
+                log.warning("kafka.lag_unknown", group=self.group_id, error=repr(exc))
+            await asyncio.sleep(self._watch.interval)
+
+    async def _lag(self) -> dict[str, int]:
+        """Messages waiting per topic on this consumer's partitions: the end offset (the
+        broker's, or the last fetch's highwater if larger) minus what is done (the start of
+        the batch in hand, else the position: every record handed out before is committed).
+        The broker's end offset catches a consumer that stopped fetching, whose highwater
+        no longer moves; Tansu may report it low (see tests/support.py
+        ``true_end_offsets``), never high, so it cannot invent a lag."""
+        assigned = sorted(self._consumer.assignment())
+        ends = await self._end_offsets(assigned)
+        positions = await asyncio.gather(*(self._position(tp) for tp in assigned))
+        lag: dict[str, int] = {}
+        for tp, position in zip(assigned, positions, strict=True):
+            done = self._in_hand.get(tp, position)  # the position already passed a batch in hand
+            if done is None or tp not in self._consumer.assignment():
+                continue  # no position yet, or revoked meanwhile
+            end = max(ends.get(tp, 0), self._consumer.highwater(tp) or 0)
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, end - done)
+        return lag
+
+    async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if not tps:
+            return {}
+        try:
+            async with asyncio.timeout(min(2.0, self._watch.interval * 2)):
+                offsets: dict[TopicPartition, int] = await self._consumer.end_offsets(tps)
+                return offsets
+        except (KafkaError, TimeoutError) as exc:
+            log.debug("kafka.end_offsets_failed", group=self.group_id, error=repr(exc))
+            return {}  # the highwaters alone, then
+
+    async def _position(self, tp: TopicPartition) -> int | None:
+        """The partition's position, or None while it has none (aiokafka would wait for it)."""
+        try:
+            async with asyncio.timeout(0.5):
+                position: int = await self._consumer.position(tp)
+                return position
+        except (IllegalStateError, KafkaError, TimeoutError):
+            return None
 
     def _backlog_after(
         self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> bool:
-        """Whether a backlog is waiting: the batch was full, or more than a quarter batch
-        is still behind the high watermarks. Lets a handler hold decisions that need the
-        whole picture (alerts) while a backlog is replayed after a restart or a stall;
-        the few messages that arrive while a batch is handled under live traffic are not
-        a backlog."""
-        if sum(len(msgs) for msgs in batch.values()) >= self.max_batch:
-            return True
-        lag = 0
-        for tp, msgs in batch.items():
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None:
-                lag += max(0, highwater - (msgs[-1].offset + 1))
-        return lag > self.max_batch // 4
+        tps = set(self._consumer.assignment())  # highwater() asserts a partition is assigned
+        fetched = sum(len(msgs) for msgs in batch.values())
+        return backlog_waiting(
+            assigned=self._membership.assigned,
+            highwaters={tp: self._consumer.highwater(tp) for tp in tps},
+            next_offsets={tp: m[-1].offset + 1 for tp, m in batch.items() if m and tp in tps},
+            fetched=fetched,
+            max_batch=self.max_batch,
+            fresh=self._membership.fresh,
+        )
 
     async def _decode(self, raw: list[ConsumerRecord[bytes, bytes]]) -> list[Record]:
         records: list[Record] = []

@@ -13,10 +13,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from demo.population import make_population
 from shared.broker import free_port
 from shared.services import available_services
 from tests.support import TEST_SECRET
+
+DEFAULT_CONFIG = Path(__file__).parents[2] / "services" / "health" / "default_config.yaml"
 
 
 def _demo_env(data_dir: Path) -> dict[str, str]:
@@ -27,6 +31,9 @@ def _demo_env(data_dir: Path) -> dict[str, str]:
             "UPTAKE_SECRET": TEST_SECRET,
             "UPTAKE_BROKER_PORT": str(free_port()),
             "COLUMNS": "200",  # rich wraps tables to the terminal's width
+            # a third of the default: the import posts every account's days without pause,
+            # so 10 s after its last backdated event an account's history is whole
+            "HEALTH_SETTLE_SECONDS": "10",
             **{f"{s.name.upper()}_PORT": str(free_port()) for s in available_services()},
         }
     )
@@ -54,13 +61,45 @@ def _alerts(data_dir: Path) -> list[tuple[str, str, str]]:
         return list(db.execute("SELECT account_id, rule_type, status FROM alerts"))
 
 
-def test_demo_replays_history_with_every_rule_on_and_prints_what_came_out(
+def test_demo_ctrl_c_mid_import_then_again_replays_everything_and_alerts_only_the_silent(
     tmp_path: Path,
 ) -> None:
+    """A newcomer's demo: Ctrl-C during the import stops everything cleanly, with every
+    rule on; run again on the same data, it replays the whole history (what the first run
+    stored counts once) and prints what came out, and no steady account was ever alerted,
+    not even for a moment after the restart."""
     today = datetime.now(UTC).date()
-    proc = _demo(tmp_path, "--accounts", "40", "--days", "60", "--exit-after")
-    out, _ = proc.communicate(timeout=400)
-    assert proc.returncode == 0, out
+    paused = _paused_by_an_older_demo(tmp_path)
+    args = ("--accounts", "40", "--days", "60")
+
+    first = _demo(tmp_path, *args)
+    assert first.stdout is not None
+    deadline = time.monotonic() + 120
+    lines = []
+    for line in first.stdout:
+        lines.append(line)
+        if "Replaying" in line:
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    # the rules an interrupted older demo paused went back as they were, before the import
+    assert _rules_enabled(tmp_path) and all(_rules_enabled(tmp_path).values())
+    assert not (tmp_path / "demo-paused-rules.json").exists()
+    time.sleep(0.1)  # mid-import: the whole import takes under a second on a quiet machine
+    first.send_signal(signal.SIGINT)
+    rest, _ = first.communicate(timeout=90)
+    out = "".join(lines) + rest
+    assert first.returncode == 0, out
+    assert "Traceback" not in out, out
+    assert re.search(r"drained in [\d.]+ s", out), out  # not cut short by the drain timeout
+    assert not re.search(r"sent [\d,]+ calls in", out), "the import had finished:\n" + out
+    assert "paused by an interrupted demo are back on" in out
+    assert out.index("back on") < out.index("Replaying")
+    assert _rule_names(tmp_path)[paused] == "Inactive account (as it was)"
+    assert all(_rules_enabled(tmp_path).values())
+
+    again = _demo(tmp_path, *args, "--exit-after")
+    out, _ = again.communicate(timeout=400)
+    assert again.returncode == 0, out
     for heading in (
         "Accounts by band",
         "Riskiest accounts",
@@ -79,8 +118,8 @@ def test_demo_replays_history_with_every_rule_on_and_prints_what_came_out(
     sent = re.search(r"Emails sent: (\d+) to (\d+) contacts", out)
     assert sent is not None, out
     assert int(sent[1]) == len(emails) and 0 < int(sent[2]) <= int(sent[1])
-    # the rules stayed on through the import, and the history opened no transient
-    # alert: the steady accounts were never "inactive", not even for a moment
+    # the rules stayed on through both imports, and neither the half import nor the
+    # restart opened a transient alert: the steady accounts were never "inactive"
     assert all(_rules_enabled(tmp_path).values())
     population = make_population(40, today=today)
     steady = {a.account_id for a in population if a.persona == "steady"}
@@ -91,46 +130,17 @@ def test_demo_replays_history_with_every_rule_on_and_prints_what_came_out(
     assert silent <= {a[0] for a in alerts if a[1] == "inactivity" and a[2] != "resolved"}
 
 
-def test_rules_an_older_interrupted_demo_paused_are_switched_back_on(tmp_path: Path) -> None:
+def _paused_by_an_older_demo(data_dir: Path) -> str:
     """Demos before alerts judged settled data switched the rules off for the import and
-    kept them on disk; one interrupted back then left them off. The next demo puts them back."""
-    first = _demo(tmp_path, "--accounts", "5", "--days", "10", "--exit-after")
-    out, _ = first.communicate(timeout=300)
-    assert first.returncode == 0, out
-    with sqlite3.connect(tmp_path / "health.db") as db:
-        rules = [
-            {"id": i, "type": t, "name": n, "severity": s, "cooldown_days": c, "params": p}
-            for i, t, n, s, c, p in db.execute(
-                "SELECT id, type, name, severity, cooldown_days, params FROM alert_rules"
-            )
-        ]
-        db.execute("UPDATE alert_rules SET enabled = 0")
-    for rule in rules:
-        rule["params"] = json.loads(rule["params"])
-        rule["enabled"] = True
-    (tmp_path / "demo-paused-rules.json").write_text(json.dumps(rules))
-    proc = _demo(tmp_path, "--accounts", "5", "--days", "10", "--exit-after")
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
-    assert "paused by an interrupted demo are back on" in out
-    assert _rules_enabled(tmp_path) and all(_rules_enabled(tmp_path).values())
-    assert not (tmp_path / "demo-paused-rules.json").exists()
+    kept them on disk; one interrupted back then left them off, and the next demo puts
+    them back as they were (here: a renamed rule, so the restore shows). Returns its id."""
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    rule = next(r for r in config["alert_rules"] if r["id"] == "inactivity")
+    rule = {**rule, "name": "Inactive account (as it was)", "enabled": True}
+    (data_dir / "demo-paused-rules.json").write_text(json.dumps([rule]))
+    return str(rule["id"])
 
 
-def test_ctrl_c_during_the_import_stops_everything_with_alerting_on(tmp_path: Path) -> None:
-    proc = _demo(tmp_path, "--accounts", "300", "--days", "90")
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "Replaying" in line:
-            break
-        assert time.monotonic() < deadline, "".join(lines)
-    time.sleep(2)  # mid-replay: every rule is on, nothing was paused
-    assert _rules_enabled(tmp_path) and all(_rules_enabled(tmp_path).values())
-    assert not (tmp_path / "demo-paused-rules.json").exists()
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=90)
-    assert proc.returncode == 0, "".join(lines) + rest
-    assert all(_rules_enabled(tmp_path).values())
+def _rule_names(data_dir: Path) -> dict[str, str]:
+    with sqlite3.connect(data_dir / "health.db") as db:
+        return dict(db.execute("SELECT id, name FROM alert_rules"))

@@ -23,6 +23,8 @@ K8S = DEPLOY / "k8s"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
 SERVICE_NAMES = [s.name for s in SERVICES]
+# The services with a database of their own (the console has none: it uses the APIs).
+DB_SERVICE_NAMES = [s.name for s in SERVICES if s.has_database]
 # The ports the code listens on by default (shared/settings.py), not a copy of them.
 PORTS = {name: BaseServiceSettings.model_fields[f"{name}_port"].default for name in SERVICE_NAMES}
 # What the embedded stack and every deployment must give the consumers (DESIGN.md).

@@ -12,8 +12,9 @@ import pytest
 
 from shared.settings import BaseServiceSettings
 from shared.topics import ALL as TOPICS
-from shared.topics import dlq
+from shared.topics import COMPACTED, dlq
 from tests.deploy.conftest import (
+    DB_SERVICE_NAMES,
     DEPLOY,
     PARTITIONS,
     PORTS,
@@ -67,7 +68,7 @@ def test_service_built_from_the_one_dockerfile(compose_config: Any, svc: str) ->
     ]
 
 
-@pytest.mark.parametrize("svc", SERVICE_NAMES)
+@pytest.mark.parametrize("svc", DB_SERVICE_NAMES)
 def test_service_starts_after_topics_and_migrations(compose_config: Any, svc: str) -> None:
     depends = compose_config["services"][svc]["depends_on"]
     assert depends["kafka-init"] == COMPLETED
@@ -90,6 +91,9 @@ def test_service_environment_is_accepted_by_the_settings(compose_config: Any, sv
     assert settings.kafka_partitions == PARTITIONS
     assert settings.port(svc) == PORTS[svc]
     assert env["PUBLIC_BASE_URL"]
+    if svc not in DB_SERVICE_NAMES:  # the console: no database, only the four APIs
+        assert {k for k in env if k.endswith("_DATABASE_URL")} == set()
+        return
     assert {k for k in env if k.endswith("_DATABASE_URL")} == {f"{svc.upper()}_DATABASE_URL"}
     url = urlsplit(settings.database_url(svc))
     assert url.scheme == "postgresql+asyncpg"
@@ -106,8 +110,8 @@ def test_database_urls_match_the_roles_postgres_creates(compose_config: Any) -> 
     # Healthy only once the init script ran: the first-start server has no TCP listener.
     assert "-h 127.0.0.1" in postgres["healthcheck"]["test"][1]
     loop = re.search(r"^for service in (.+); do$", script.read_text(), re.M)
-    assert loop and loop.group(1).split() == SERVICE_NAMES
-    for svc in SERVICE_NAMES:
+    assert loop and loop.group(1).split() == DB_SERVICE_NAMES
+    for svc in DB_SERVICE_NAMES:
         for client in (svc, "migrate"):
             url = urlsplit(services[client]["environment"][f"{svc.upper()}_DATABASE_URL"])
             assert url.password == postgres["environment"][f"{svc.upper()}_DB_PASSWORD"], client
@@ -131,7 +135,7 @@ def test_migrate_is_one_shot_uptake_migrate_on_every_database(compose_config: An
     assert migrate["build"]["dockerfile"] == "deploy/Dockerfile"
     assert migrate["restart"] == "no"
     settings = settings_from(migrate["environment"])
-    for svc in SERVICE_NAMES:
+    for svc in DB_SERVICE_NAMES:
         assert settings.database_url(svc).startswith("postgresql+asyncpg://"), svc
 
 
@@ -147,9 +151,21 @@ def test_kafka_init_creates_every_topic_and_dead_letter_topic(
     result = run_script(script.replace("/opt/kafka/bin/kafka-topics.sh", str(tool)), {})
     assert result.returncode == 0, result.stderr
     topics = created_topics(log)
-    assert set(topics) == {*TOPICS, *(dlq(t) for t in TOPICS)}
+    assert set(topics) == {*TOPICS, *(dlq(t) for t in TOPICS), *COMPACTED}
+    for name in COMPACTED:  # read whole by every service: the latest record per key
+        assert topics[name]["config"] == "cleanup.policy=compact", name
     for name, opts in topics.items():
         assert opts["partitions"] == str(PARTITIONS), name
         assert opts["bootstrap-server"] == "kafka:9092", name
     creates = [line for line in log.read_text().splitlines() if "--create" in line]
     assert all("--if-not-exists" in line for line in creates)
+
+
+def test_console_reads_the_four_apis_by_their_compose_names(compose_config: Any) -> None:
+    """The console starts once the four services are healthy and calls them by name."""
+    console = compose_config["services"]["console"]
+    assert set(console["depends_on"]) == set(DB_SERVICE_NAMES)
+    assert all(d == HEALTHY for d in console["depends_on"].values())
+    settings = settings_from(console["environment"], settings_class("console"))
+    for svc in DB_SERVICE_NAMES:
+        assert settings.api_url(svc) == f"http://{svc}:{PORTS[svc]}"  # type: ignore[attr-defined]

@@ -16,12 +16,15 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from shared.kafka.consumer import STOP_TIMEOUT_SECONDS as CONSUMER_STOP_TIMEOUT
+from shared.service import GRACEFUL_SHUTDOWN_SECONDS
 from shared.services import available_services
 from shared.settings import BaseServiceSettings
 from shared.topics import ALL as TOPICS
-from shared.topics import dlq
+from shared.topics import COMPACTED, CONSUMED_BY, dlq
 from tests.deploy.conftest import (
     COMPOSE_FILE,
+    DB_SERVICE_NAMES,
     DEPLOY,
     K8S,
     PARTITIONS,
@@ -159,11 +162,14 @@ def test_deployment_runs_the_service_module_on_its_port(svc: str) -> None:
     assert [(p["name"], p["containerPort"]) for p in c["ports"]] == [("http", PORTS[svc])]
     env = {e["name"]: e for e in c["env"]}
     assert env["SERVICE"]["value"] == svc
-    # Its own database URL and no other service's.
+    # Its own database URL and no other service's (the console: none at all).
     db_urls = {n for n in env if n.endswith("_DATABASE_URL")}
-    assert db_urls == {f"{svc.upper()}_DATABASE_URL"}
-    ref = env[f"{svc.upper()}_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-    assert ref["key"] in find("Secret", ref["name"])["stringData"]
+    if svc not in DB_SERVICE_NAMES:
+        assert db_urls == set()
+    else:
+        assert db_urls == {f"{svc.upper()}_DATABASE_URL"}
+        ref = env[f"{svc.upper()}_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] in find("Secret", ref["name"])["stringData"]
     sources = [next(iter(s.values()))["name"] for s in c["envFrom"]]
     assert sources == ["uptake-config", "uptake-secrets"]
 
@@ -185,13 +191,19 @@ def test_deployment_probes_resources_and_graceful_stop(svc: str) -> None:
     # The startup probe must outlast the broker wait at startup (create_service_app: 60 s).
     startup = c["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
-    # Grace covers the preStop sleep plus uvicorn's drain (serve(): timeout_graceful_shutdown).
-    drain = re.search(r"timeout_graceful_shutdown=(\d+)", (ROOT / "shared/service.py").read_text())
-    assert drain, "shared/service.py no longer sets timeout_graceful_shutdown"
+    # Grace covers, one after the other, the preStop sleep, uvicorn finishing the requests
+    # in hand (serve(): timeout_graceful_shutdown) and each consumer finishing and committing
+    # its batch in hand (ConsumerRunner.stop), for the services that consume.
+    assert (
+        "timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS"
+        in (ROOT / "shared/service.py").read_text()
+    )
     pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert int(pre_stop[1]) + int(drain.group(1)) < grace <= 60
+    consumer_stop = CONSUMER_STOP_TIMEOUT if svc in CONSUMED_BY else 0
+    stop = int(pre_stop[1]) + GRACEFUL_SHUTDOWN_SECONDS + consumer_stop
+    assert stop < grace <= 60
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -239,7 +251,7 @@ def test_autoscaler_and_disruption_budget(svc: str) -> None:
     [metric] = hpa["spec"]["metrics"]
     assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
     partitions = int(find("ConfigMap", "uptake-config")["data"]["KAFKA_PARTITIONS"])
-    if svc != "ingest":
+    if svc in ("health", "playbooks", "notify"):
         # A consumer group's replicas beyond the partition count would sit idle.
         assert hpa["spec"]["maxReplicas"] <= partitions
     pdb = find("PodDisruptionBudget", f"uptake-{svc}")
@@ -260,7 +272,7 @@ def test_config_and_secret_hold_only_settings_uptake_reads() -> None:
     config = find("ConfigMap", "uptake-config")["data"]
     assert int(config["KAFKA_PARTITIONS"]) == PARTITIONS
     urls = find("Secret", "uptake-database-urls")["stringData"]
-    for svc in SERVICE_NAMES:
+    for svc in DB_SERVICE_NAMES:
         # What a pod gets, parsed by the service's own settings class.
         key = f"{svc.upper()}_DATABASE_URL"
         env = {**config, "UPTAKE_SECRET": VALID_SECRET, key: urls[key]}
@@ -280,7 +292,7 @@ def test_secrets_are_marked_placeholders_that_fail_safe() -> None:
     with pytest.raises(ValidationError, match="UPTAKE_SECRET"):
         BaseServiceSettings(_env_file=None, **config, UPTAKE_SECRET=placeholder)
     urls = find("Secret", "uptake-database-urls")["stringData"]
-    for svc in SERVICE_NAMES:
+    for svc in DB_SERVICE_NAMES:
         assert urls[f"{svc.upper()}_DATABASE_URL"].startswith("postgresql+asyncpg://")
 
 
@@ -292,7 +304,7 @@ def test_migrate_job_runs_uptake_migrate_with_every_database() -> None:
     sources = {next(iter(s.values()))["name"] for s in c["envFrom"]}
     assert sources == {"uptake-config", "uptake-secrets", "uptake-database-urls"}
     urls = find("Secret", "uptake-database-urls")["stringData"]
-    assert set(urls) == {f"{svc.upper()}_DATABASE_URL" for svc in SERVICE_NAMES}
+    assert set(urls) == {f"{svc.upper()}_DATABASE_URL" for svc in DB_SERVICE_NAMES}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
 
 
@@ -309,6 +321,8 @@ def test_topics_job_creates_every_topic_and_dead_letter_topic(tmp_path: Path) ->
     result = run_script(script, env)
     assert result.returncode == 0, result.stderr
     topics = created_topics(log)
-    assert set(topics) == {*TOPICS, *(dlq(t) for t in TOPICS)}
+    assert set(topics) == {*TOPICS, *(dlq(t) for t in TOPICS), *COMPACTED}
+    for name in COMPACTED:  # read whole by every service: the latest record per key
+        assert topics[name]["config"] == "cleanup.policy=compact", name
     assert {t["partitions"] for t in topics.values()} == {str(PARTITIONS)}
     assert all("--if-not-exists" in line for line in log.read_text().splitlines())

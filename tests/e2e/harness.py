@@ -99,7 +99,11 @@ FAST_LOOPS = {
     # quicker timers for tests (benchmarks run the defaults): every service reads its own
     # names and ignores the rest
     "HEALTH_DEBOUNCE_SECONDS": "0.3",
-    "HEALTH_SETTLE_SECONDS": "2",  # backdated data settles quickly (tests wait on conditions)
+    # backdated data settles quickly, yet past a partition handover: a SIGKILLed health's
+    # partitions wait out its 6 s session timeout before its successor takes them, and a
+    # settle shorter than that let the successor judge a half-consumed history (a transient
+    # inactivity alert, seen on a busy machine). The default (30 s) is well past it.
+    "HEALTH_SETTLE_SECONDS": "10",
     "NOTIFY_POLL_INTERVAL": "0.3",
     # a 3 s review window before an alert's customer email (15 minutes by default)
     "PLAYBOOKS_REVIEW_MINUTES": "0.05",

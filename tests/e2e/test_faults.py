@@ -25,7 +25,7 @@ from tests.e2e.flows import (
 from tests.e2e.harness import Running
 from tests.support import auth
 
-ACCOUNTS_PER_VICTIM = 6
+ACCOUNTS_PER_VICTIM = 4
 
 
 async def _kill_mid_stream(running: Running, name: str, accounts: list[str]) -> None:
@@ -74,7 +74,15 @@ async def _one_of_each(
         )["items"]
         return items if items and all(d["status"] == "sent" for d in items) else []
 
-    deliveries = await eventually(deliveries_settled, timeout=60, what=f"{account} all sent")
+    try:
+        deliveries = await eventually(deliveries_settled, timeout=60, what=f"{account} all sent")
+    except AssertionError as exc:  # say what is waiting, and what asked for it
+        raise AssertionError(
+            exc,
+            (await get_json(f"{notify}/v1/deliveries", account_id=account))["items"],
+            (await get_json(f"{health}/v1/alerts", account_id=account))["items"],
+            (await get_json(f"{playbooks}/v1/task-groups", account_id=account))["items"],
+        ) from None
     assert await events_counted(health, account) == expected_events
     alerts = (await get_json(f"{health}/v1/alerts", account_id=account))["items"]
     rules = [a["rule_id"] for a in alerts]

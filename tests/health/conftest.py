@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 
@@ -22,6 +23,7 @@ from services.health.app import create_app
 from services.health.context import HealthContext
 from services.health.settings import HealthSettings
 from shared import topics
+from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope
 from shared.kafka import Publisher
 from tests.support import auth, serve_app, true_end_offsets
@@ -42,6 +44,9 @@ def health_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: Any) -
         "HEALTH_ALERT_BUDGET": 1000,
         # backdated test data settles quickly (tests wait on conditions, not on this)
         "HEALTH_SETTLE_SECONDS": 0.3,
+        # test clients post outcomes and config in bursts with one admin token; the write
+        # limit itself is tested in tests/notify/test_audit.py
+        "API_WRITE_BURST": 10_000,
     }
     values.update(extra)
     return HealthSettings(**values)
@@ -66,6 +71,17 @@ async def serve_health(
     app = create_app(settings)
     async with serve_app(app) as url:
         yield Running(url, app, settings)
+
+
+@pytest.fixture
+async def api(
+    module_broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path
+) -> AsyncIterator[Running]:
+    """The service on the module's broker, on SQLite and on PostgreSQL in turn (modules that
+    stall or stop their broker define their own over ``private_broker``)."""
+    url = await database_url("health")
+    async with serve_health(module_broker.bootstrap_servers, url, tmp_path) as running:
+        yield running
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ import pytest
 from services.health.alerts import alert_id
 from services.health.app import create_app
 from shared import topics
-from shared.broker import EmbeddedBroker, free_port
+from shared.broker import EmbeddedBroker
 from shared.kafka import Publisher
 from tests.health.conftest import (
     Running,
@@ -29,7 +29,6 @@ from tests.health.conftest import (
     new_account,
     publish,
     sender,
-    serve_health,
     settle,
     until,
     usage,
@@ -39,27 +38,9 @@ from tests.support import auth, read_topic, serve_app
 QUIET = [8] * 40 + [0] * 20  # active for 40 days, then silent for the last 20
 
 
-@pytest.fixture(scope="module")
-async def api_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedBroker]:
-    """A broker for this module: each test's consumer group reads it from offset 0."""
-    b = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("tansu") / "log")
-    await b.start(partitions=3)
-    yield b
-    b.stop()
-
-
 @pytest.fixture
-async def api(
-    api_broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path
-) -> AsyncIterator[Running]:
-    url = await database_url("health")
-    async with serve_health(api_broker.bootstrap_servers, url, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def send(api_broker: EmbeddedBroker) -> AsyncIterator[Send]:
-    async with sender(api_broker.bootstrap_servers, "health-api-tests") as _send:
+async def send(module_broker: EmbeddedBroker) -> AsyncIterator[Send]:
+    async with sender(module_broker.bootstrap_servers, "health-api-tests") as _send:
         yield _send
 
 
@@ -87,7 +68,7 @@ async def test_scopes_read_write_admin(api: Running) -> None:
 
 
 async def test_put_account_publishes_change_and_owner_change_once(
-    api: Running, api_broker: EmbeddedBroker
+    api: Running, module_broker: EmbeddedBroker
 ) -> None:
     account = new_account()
     async with client(api, "write") as c:
@@ -100,7 +81,7 @@ async def test_put_account_publishes_change_and_owner_change_once(
         assert bad.status_code == 422
         assert {e["loc"][-1] for e in bad.json()["detail"]} == {"owner", "mrr"}
     found = await read_topic(
-        api_broker.bootstrap_servers,
+        module_broker.bootstrap_servers,
         topics.ACCOUNTS,
         match=lambda e: e.account_id == account,
         count=3,
@@ -185,7 +166,7 @@ async def test_metrics_config_validation_and_new_metric_rolls_up(
 
 
 async def test_alert_lifecycle_ack_snooze_resolve_cooldown_reopen_autoresolve(
-    api: Running, send: Callable[[list[Any]], Awaitable[None]], api_broker: EmbeddedBroker
+    api: Running, send: Callable[[list[Any]], Awaitable[None]], module_broker: EmbeddedBroker
 ) -> None:
     account = new_account()
     await send(daily_usage(account, QUIET))
@@ -228,7 +209,7 @@ async def test_alert_lifecycle_ack_snooze_resolve_cooldown_reopen_autoresolve(
 
     await until(auto_resolved)
     published = await read_topic(
-        api_broker.bootstrap_servers,
+        module_broker.bootstrap_servers,
         topics.HEALTH_ALERTS,
         match=lambda e: e.account_id == account and e.data["rule_id"] == "inactivity",
         count=7,
@@ -330,12 +311,12 @@ async def test_rules_crud_and_backtest(
 
 
 async def test_scheduled_recompute_applies_a_changed_rule(
-    api_broker: EmbeddedBroker, tmp_path: Path, send: Callable[[list[Any]], Awaitable[None]]
+    module_broker: EmbeddedBroker, tmp_path: Path, send: Callable[[list[Any]], Awaitable[None]]
 ) -> None:
     """The scheduler, not the database, is under test here: SQLite only."""
     db = f"sqlite+aiosqlite:///{tmp_path / 'health.db'}"
     settings = health_settings(
-        api_broker.bootstrap_servers, db, tmp_path, HEALTH_RECOMPUTE_INTERVAL=0.5
+        module_broker.bootstrap_servers, db, tmp_path, HEALTH_RECOMPUTE_INTERVAL=0.5
     )
     app = create_app(settings)
     account = new_account()

@@ -28,10 +28,10 @@ from tests.health.conftest import (
     settle,
     until,
 )
-from tests.health.test_api import QUIET, alerts_of, api, api_broker, client, send
+from tests.health.test_api import QUIET, alerts_of, client, send
 from tests.support import auth, read_topic
 
-__all__ = ["api", "api_broker", "send"]  # fixtures, used by name
+__all__ = ["send"]  # a fixture, used by name
 
 Send = Callable[[list[Any]], Awaitable[None]]
 
@@ -122,7 +122,7 @@ async def test_absurd_mrr_is_refused_over_rest_and_ignored_from_the_topic(
 
 
 async def test_open_alerts_follow_an_owner_change(
-    api: Running, send: Send, api_broker: EmbeddedBroker
+    api: Running, send: Send, module_broker: EmbeddedBroker
 ) -> None:
     account = new_account()
     ann, bob, cat = (f"{n}-{account}@example.com" for n in ("ann", "bob", "cat"))
@@ -141,7 +141,7 @@ async def test_open_alerts_follow_an_owner_change(
 
     await until(with_cat)
     updates = await read_topic(
-        api_broker.bootstrap_servers,
+        module_broker.bootstrap_servers,
         topics.HEALTH_ALERTS,
         match=lambda e: e.data["alert_id"] == alert["id"] and e.type == "alert.updated",
         count=2,
@@ -228,7 +228,7 @@ async def test_a_recompute_waits_for_the_advisory_lock_on_postgres(api: Running)
 
 
 async def test_unchanged_scores_publish_nothing(
-    api: Running, send: Send, api_broker: EmbeddedBroker
+    api: Running, send: Send, module_broker: EmbeddedBroker
 ) -> None:
     account = new_account()
     await send(daily_usage(account, [8] * 60))
@@ -236,7 +236,7 @@ async def test_unchanged_scores_publish_nothing(
 
     async def scored() -> list[Any]:
         return await read_topic(
-            api_broker.bootstrap_servers,
+            module_broker.bootstrap_servers,
             topics.HEALTH_SCORES,
             match=lambda e: e.account_id == account,
             count=1,

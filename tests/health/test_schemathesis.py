@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from shared.broker import EmbeddedBroker, free_port
+from shared.broker import EmbeddedBroker
 from tests.support import fuzz, fuzzed_service, token
 
 
 @pytest.fixture(scope="module")
-async def fuzz_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedBroker]:
-    """An empty broker: the service under fuzzing has no backlog to consume meanwhile."""
-    b = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("tansu") / "log")
-    await b.start(partitions=3)
-    yield b
-    b.stop()
-
-
-@pytest.fixture(scope="module")
 def health_schema(
-    fuzz_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+    module_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[schemathesis.schemas.BaseSchema]:
     with fuzzed_service(
         "health",
-        fuzz_broker.bootstrap_servers,
+        module_broker.bootstrap_servers,
         tmp_path_factory.mktemp("health-fuzz"),
         HEALTH_CONSUMER_GROUP="health-fuzz",
     ) as schema:

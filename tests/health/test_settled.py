@@ -26,7 +26,7 @@ from services.health.scheduler import HEALTH_PENDING
 from services.health.settings import HealthSettings
 from services.health.settle import BACKLOG_KEY
 from shared import topics
-from shared.broker import EmbeddedBroker, free_port
+from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
 from shared.envelope import Envelope
 from tests.health.conftest import (
@@ -50,17 +50,9 @@ STEADY = [12] * (7 * WEEKS)  # 8 weeks of steady use, up to yesterday
 SILENT = [12] * (7 * WEEKS - 21) + [0] * 21  # the same, silent for the last three weeks
 
 
-@pytest.fixture(scope="module")
-async def settle_broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedBroker]:
-    b = EmbeddedBroker(port=free_port(), log_path=tmp_path_factory.mktemp("tansu") / "log")
-    await b.start(partitions=3)
-    yield b
-    b.stop()
-
-
 @pytest.fixture
-async def send(settle_broker: EmbeddedBroker) -> AsyncIterator[Send]:
-    async with sender(settle_broker.bootstrap_servers, "health-settle-tests") as _send:
+async def send(module_broker: EmbeddedBroker) -> AsyncIterator[Send]:
+    async with sender(module_broker.bootstrap_servers, "health-settle-tests") as _send:
         yield _send
 
 
@@ -111,7 +103,7 @@ async def _import_in_batches(
 
 
 async def test_history_import_with_every_rule_on_opens_nothing_for_steady_accounts(
-    settle_broker: EmbeddedBroker,
+    module_broker: EmbeddedBroker,
     send: Callable[[list[Envelope]], Awaitable[None]],
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
@@ -122,7 +114,7 @@ async def test_history_import_with_every_rule_on_opens_nothing_for_steady_accoun
     # a settle delay longer than the pauses between an account's batches, shorter than
     # the test: the rescoring runs between batches would have alerted without it
     settings = _settings(
-        settle_broker, await database_url("health"), tmp_path, HEALTH_SETTLE_SECONDS=3
+        module_broker, await database_url("health"), tmp_path, HEALTH_SETTLE_SECONDS=3
     )
     app = create_app(settings)
     async with serve_app(app) as url:
@@ -165,7 +157,7 @@ async def test_history_import_with_every_rule_on_opens_nothing_for_steady_accoun
 
 
 async def test_a_group_call_before_its_usage_is_not_inactivity(
-    settle_broker: EmbeddedBroker,
+    module_broker: EmbeddedBroker,
     send: Callable[[list[Envelope]], Awaitable[None]],
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
@@ -173,7 +165,7 @@ async def test_a_group_call_before_its_usage_is_not_inactivity(
     """A backdated ``group`` call (57 days ago, onboarding, renewal next month) and no usage
     yet: no inactivity, no stalled onboarding, no renewal risk — health only just met it."""
     account = f"nousage-{uuid.uuid4().hex[:6]}"
-    settings = _settings(settle_broker, await database_url("health"), tmp_path)
+    settings = _settings(module_broker, await database_url("health"), tmp_path)
     app = create_app(settings)
     async with serve_app(app) as url:
         renewal = (AS_OF + timedelta(days=30)).isoformat()
@@ -189,7 +181,7 @@ async def test_a_group_call_before_its_usage_is_not_inactivity(
 
 
 async def test_state_is_in_the_database_another_replica_holds_too(
-    settle_broker: EmbeddedBroker,
+    module_broker: EmbeddedBroker,
     send: Callable[[list[Envelope]], Awaitable[None]],
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
@@ -198,7 +190,7 @@ async def test_state_is_in_the_database_another_replica_holds_too(
     (same database, no consumer of its own) opens nothing for it either."""
     account = f"replica-{uuid.uuid4().hex[:6]}"
     db_url = await database_url("health")
-    settings = _settings(settle_broker, db_url, tmp_path, HEALTH_SETTLE_SECONDS=60)
+    settings = _settings(module_broker, db_url, tmp_path, HEALTH_SETTLE_SECONDS=60)
     app = create_app(settings)
     async with serve_app(app) as url:
         await send([_group(account, day_at(len(SILENT) + 1)), *daily_usage(account, SILENT)])
@@ -229,7 +221,7 @@ async def test_state_is_in_the_database_another_replica_holds_too(
 
 
 async def test_a_backlog_caught_up_after_a_stop_opens_nothing_for_steady_accounts(
-    settle_broker: EmbeddedBroker,
+    module_broker: EmbeddedBroker,
     send: Callable[[list[Envelope]], Awaitable[None]],
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
@@ -245,7 +237,7 @@ async def test_a_backlog_caught_up_after_a_stop_opens_nothing_for_steady_account
         envelopes += [usage(account, now + timedelta(seconds=i)) for i in range(5)]
     await send(envelopes)
     settings = _settings(
-        settle_broker,
+        module_broker,
         await database_url("health"),
         tmp_path,
         HEALTH_CONSUMER_BATCH=100,
@@ -269,7 +261,7 @@ async def test_a_backlog_caught_up_after_a_stop_opens_nothing_for_steady_account
 
 
 async def test_a_live_collapse_alerts_as_soon_as_the_day_shows_it(
-    settle_broker: EmbeddedBroker,
+    module_broker: EmbeddedBroker,
     send: Callable[[list[Envelope]], Awaitable[None]],
     database_url: Callable[[str], Awaitable[str]],
     tmp_path: Path,
@@ -278,7 +270,7 @@ async def test_a_live_collapse_alerts_as_soon_as_the_day_shows_it(
     arriving live: when the days move on, its alert opens within the 60 s bound, with no
     backdated data to wait for."""
     account = f"collapse-{uuid.uuid4().hex[:6]}"
-    settings = _settings(settle_broker, await database_url("health"), tmp_path)
+    settings = _settings(module_broker, await database_url("health"), tmp_path)
     app = create_app(settings)
     async with serve_app(app) as url:
         running = Running(url, app, settings)

@@ -20,6 +20,11 @@ def ingest_settings(bootstrap: str, db_url: str, data_dir: Path, **extra: object
     )
 
 
+def track_body(account: str, n: int) -> dict[str, str]:
+    """The smallest valid ``/v1/track`` body: message ``m-<n>`` of ``account``."""
+    return {"userId": "u", "event": "E", "groupId": account, "messageId": f"m-{n}"}
+
+
 @pytest.fixture
 async def ingest(
     broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path

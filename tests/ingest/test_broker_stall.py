@@ -12,7 +12,7 @@ import httpx
 from services.ingest.app import create_app
 from shared import topics
 from shared.broker import EmbeddedBroker
-from tests.ingest.conftest import ingest_settings
+from tests.ingest.conftest import ingest_settings, track_body
 from tests.support import auth, read_topic, serve_app
 
 
@@ -32,10 +32,7 @@ async def test_stalled_broker_gives_503_then_recovers(
     ):
 
         async def post(n: int) -> httpx.Response:
-            return await client.post(
-                "/v1/track",
-                json={"userId": "u", "event": "E", "groupId": account, "messageId": f"m-{n}"},
-            )
+            return await client.post("/v1/track", json=track_body(account, n))
 
         assert (await post(0)).status_code == 200
         private_broker.pause()

@@ -81,7 +81,8 @@ async def test_locked_sqlite_database_gives_503_then_recovers(
         serve_app(create_app(settings)) as base,
         httpx.AsyncClient(base_url=base, headers=auth("ingest"), timeout=30) as client,
     ):
-        locker = sqlite3.connect(path, isolation_level=None)
+        # the app's own start-up writes (audit prune, token upkeep) may hold the lock a moment
+        locker = sqlite3.connect(path, isolation_level=None, timeout=30)
         try:
             locker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
             started = time.monotonic()

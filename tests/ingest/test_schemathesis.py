@@ -26,3 +26,10 @@ def ingest_schema(
 @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case: schemathesis.Case) -> None:
     fuzz(case, token("ingest"))
+
+
+@schemathesis.pytest.from_fixture("ingest_schema").include(path_regex="^/v1/tokens").parametrize()
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_token_registry_has_no_server_errors(case: schemathesis.Case) -> None:
+    """The registry's endpoints with an admin token (the ingest key above only sees 403s)."""
+    fuzz(case, token("admin"))

@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from starlette.requests import Request
 
-from services.ingest.body import BodyError, decode, parse_object
+from services.ingest.body import BodyError, decode, parse_object, read_body
 from services.ingest.contacts import contact_message, merge_traits
-from services.ingest.ratelimit import RateLimiter
 from services.ingest.schemas import SENT_AT, SegmentMessage, corrected_time
 from services.ingest.tracking import validate
+from shared.ratelimit import RateLimiter
 
 
 def test_gzip_bomb_is_refused_by_decompressed_size() -> None:
@@ -150,3 +151,20 @@ def test_rudderstack_identify_traits_come_from_context() -> None:
     assert isinstance(msg, SegmentMessage) and msg.traits == {"email": "r@s.test"}
     alias = validate({"previousId": "anon"}, "alias")
     assert isinstance(alias, str) and "userId" in alias
+
+
+async def test_a_client_gone_mid_body_is_a_4xx_not_a_server_error() -> None:
+    """An SDK that times out (or a Ctrl-C) mid-upload: nothing accepted, no traceback."""
+    messages = [
+        {"type": "http.request", "body": b'{"batch": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/batch", "headers": []}
+    request = Request(scope, receive)  # type: ignore[arg-type]
+    with pytest.raises(BodyError) as refused:
+        await read_body(request, limit=500_000)
+    assert refused.value.status == 400 and "disconnected" in refused.value.detail

@@ -51,6 +51,11 @@ def test_link_round_trip_and_kinds() -> None:
         verify(TEST_SECRET, token, "open")  # a click token is not an open token
     with pytest.raises(InvalidLink):
         verify("another-secret-0123456789abcdef-012345", token, "click")
+    # during a secret rotation, links already sent verify against the previous secret
+    new = "the-next-secret-0123456789abcdef-0123"
+    assert verify(new, token, "click", previous=TEST_SECRET) == claims
+    with pytest.raises(InvalidLink):
+        verify(new, token, "click", previous="another-secret-0123456789abcdef-012345")
     with pytest.raises(ValueError):
         sign(TEST_SECRET, LinkClaims("click", "d1", url="javascript:alert(1)"))
     for junk in ["", ".", "a.b.c", "abc", "%%%.%%%", "x" * 5000]:

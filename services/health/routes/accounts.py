@@ -36,7 +36,11 @@ router = APIRouter(
 )
 READ = [Depends(require_scope("read"))]
 WRITE = [Depends(require_scope("write"))]
-Sort = Literal["score", "-score", "change", "-change", "account_id"]
+Sort = Literal[
+    "score", "-score", "change", "-change", "account_id", "-account_id",
+    "name", "-name", "mrr", "-mrr", "owner", "-owner", "stage", "-stage",
+    "segment", "-segment", "renewal_date", "-renewal_date", "alerts", "-alerts",
+]  # fmt: skip
 
 
 def _out(account: Account, score: Score | None) -> AccountOut:
@@ -53,7 +57,9 @@ async def list_accounts(
     owner: str | None = None,
     segment: str | None = None,
     stage: str | None = None,
-    sort: Sort = Query("account_id", description="score/change ascending; '-' = descending"),
+    sort: Sort = Query(
+        "account_id", description="ascending; '-' = descending; alerts = open alerts"
+    ),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> AccountList:

@@ -43,11 +43,17 @@ async def list_alerts(
     owner: str | None = None,
     rule_id: str | None = None,
     severity: int | None = Query(None, ge=1, le=5, description="at least this severity"),
+    opened_since: IsoDate | None = Query(None, description="opened on or after this UTC day"),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> AlertList:
     query = repo.alerts_query(
-        status=status, account_id=account_id, owner=owner, rule_id=rule_id, severity=severity
+        status=status,
+        account_id=account_id,
+        owner=owner,
+        rule_id=rule_id,
+        severity=severity,
+        opened_since=opened_since,
     )
     async with health_of(request).sessions() as session:
         total = await session.scalar(select(func.count()).select_from(query.subquery()))

@@ -7,7 +7,6 @@ The OpenAPI spec still documents each body's schema.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from typing import Any
 
@@ -19,9 +18,9 @@ from pydantic import ValidationError
 from services.ingest import tracking
 from services.ingest.accounts import AccountDirectory, DirectoryError
 from services.ingest.body import BodyError, read_json_object
+from services.ingest.intake import Intake
 from services.ingest.keeping import Kept, keep
 from services.ingest.pending import PendingReleaser
-from services.ingest.ratelimit import RateLimiter
 from services.ingest.schemas import (
     SENT_AT,
     BatchRequest,
@@ -31,10 +30,11 @@ from services.ingest.schemas import (
     TrackResponse,
 )
 from services.ingest.settings import IngestSettings
-from shared.auth import authorize, token_from_header
+from shared.auth import Authenticator, token_from_header
 from shared.envelope import new_id
 from shared.kafka import Publisher, PublishError
 from shared.logging import bind_trace_id
+from shared.ratelimit import RateLimiter, retry_after
 from shared.responses import JSONBytes
 
 router = APIRouter(prefix="/v1", tags=["tracking"])
@@ -54,10 +54,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorResponse,
-        "description": "broker or account database unavailable; see Retry-After",
+        "description": "broker or account database unavailable, or ingest is stopping "
+        "(draining); see Retry-After",
     },
 }
 DATABASE_DOWN = "account database unavailable; retry later"
+DRAINING = "ingest is stopping (draining); retry later"
+DRAINING_RETRY_AFTER_SECONDS = "10"  # about what a restart of `uptake run` takes
 
 
 def _body_schema(model: type[Any]) -> dict[str, Any]:
@@ -84,22 +87,31 @@ def _trace_id(request: Request) -> str:
 
 
 async def ingest(request: Request, *, forced_type: str | None) -> Response:
+    """One tracking call; refused (503) once ingest drains before a stop."""
+    intake: Intake = request.app.state.intake
+    if not intake.open:
+        return _error(503, DRAINING, {"Retry-After": DRAINING_RETRY_AFTER_SECONDS})
+    with intake.hold():
+        return await _ingest(request, forced_type=forced_type)
+
+
+async def _ingest(request: Request, *, forced_type: str | None) -> Response:
     app_state = request.app.state
     settings: IngestSettings = app_state.settings
     limit = settings.max_batch_bytes if forced_type is None else settings.max_event_bytes
     # A token in the header is checked before the body is read, inflated and parsed;
-    # only a body ``writeKey`` needs the body first.
+    # only a body ``writeKey`` needs the body first. (A cached signature check, an expiry
+    # compare and one revoked-set lookup.)
+    auth: Authenticator = app_state.auth
     token = token_from_header(request.headers.get("authorization"))
-    claims = authorize(settings.secret, token, "ingest") if token is not None else None
+    claims = auth.authorize(token, "ingest") if token is not None else None
     try:
         body, size = await read_json_object(request, limit=limit)
     except BodyError as exc:
         return _error(exc.status, exc.detail)
     if claims is None:
         write_key = body.get("writeKey")
-        claims = authorize(
-            settings.secret, write_key if isinstance(write_key, str) else None, "ingest"
-        )
+        claims = auth.authorize(write_key if isinstance(write_key, str) else None, "ingest")
 
     sent_at: datetime | None = None
     if forced_type is None:
@@ -123,8 +135,9 @@ async def ingest(request: Request, *, forced_type: str | None) -> Response:
     limiter: RateLimiter = app_state.rate_limiter
     wait = limiter.take(claims.token_id, len(events))
     if wait:
-        retry = "60" if math.isinf(wait) else str(max(1, math.ceil(wait)))
-        return _error(429, "rate limit exceeded for this write key", {"Retry-After": retry})
+        return _error(
+            429, "rate limit exceeded for this write key", {"Retry-After": retry_after(wait)}
+        )
 
     trace_id = _trace_id(request)
     bind_trace_id(trace_id)

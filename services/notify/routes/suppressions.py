@@ -24,9 +24,14 @@ async def list_suppressions(
     sessions: SessionsDep,
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0, le=10_000_000),
+    account_id: str | None = Query(
+        default=None, max_length=255, description="only this account's contacts"
+    ),
 ) -> list[SuppressionOut]:
     async with sessions() as session:
-        rows = await repository.list_suppressions(session, limit=limit, offset=offset)
+        rows = await repository.list_suppressions(
+            session, limit=limit, offset=offset, account_id=account_id
+        )
     return [SuppressionOut.model_validate(r) for r in rows]
 
 

@@ -68,7 +68,7 @@ async def open_pixel(
     token: str, sessions: SessionsDep, settings: SettingsDep, worker: WorkerDep
 ) -> Response:
     try:
-        claims = verify(settings.secret, token, "open")
+        claims = verify(settings.secret, token, "open", previous=settings.secret_previous)
     except InvalidLink:
         return Response(status_code=404, headers=NO_STORE)
     async with sessions() as session, session.begin():
@@ -90,7 +90,7 @@ async def click_redirect(
     token: str, sessions: SessionsDep, settings: SettingsDep, worker: WorkerDep
 ) -> Response:
     try:
-        claims = verify(settings.secret, token, "click")
+        claims = verify(settings.secret, token, "click", previous=settings.secret_previous)
     except InvalidLink:
         return Response("unknown link", status_code=404, headers=NO_STORE)
     assert claims.url is not None  # verify() guarantees an http(s) target for clicks
@@ -124,7 +124,7 @@ INVALID = "<p>This unsubscribe link is not valid. Reply to the email and we will
 async def unsubscribe_page(token: str, settings: SettingsDep) -> HTMLResponse:
     """A confirmation page. GET never unsubscribes (link scanners follow GETs)."""
     try:
-        claims = verify(settings.secret, token, "unsubscribe")
+        claims = verify(settings.secret, token, "unsubscribe", previous=settings.secret_previous)
     except InvalidLink:
         return _page("Invalid link", INVALID, 400)
     email = html.escape(claims.email or "this address")
@@ -163,7 +163,9 @@ async def unsubscribe_one_click(
     token may also come as a ``token`` form field)."""
     token = await _token_of(request, token)
     try:
-        claims = verify(settings.secret, token or "", "unsubscribe")
+        claims = verify(
+            settings.secret, token or "", "unsubscribe", previous=settings.secret_previous
+        )
     except InvalidLink:
         return _page("Invalid link", INVALID, 400)
     if not claims.email:

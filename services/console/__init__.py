@@ -1,0 +1,1 @@
+"""The CS team's web console: server-rendered pages over the four services' REST APIs."""

@@ -1,0 +1,38 @@
+"""Background loops stop when cancelled, even as the event they wait on is set."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.background import BackgroundTask, wait_for_event
+
+
+async def test_a_loop_cancelled_as_its_event_is_set_stops() -> None:
+    """``asyncio.wait_for(event.wait(), t)`` on Python 3.11 swallows that cancellation and
+    the loop waits again, forever: ingest's drain hung its whole 60 s on it."""
+    wake = asyncio.Event()
+
+    async def run() -> None:
+        while True:
+            await wait_for_event(wake, 30)
+            wake.clear()
+
+    for _ in range(5):  # the race, a few times over
+        task = asyncio.create_task(run())
+        await asyncio.sleep(0)  # it waits
+        wake.set()  # a release asked for...
+        task.cancel()  # ...as the drain stops the loop
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert task in done, "the loop swallowed its cancellation and waits again"
+    background = BackgroundTask()  # and the same through a component's stop()
+    background.start("loop", run)
+    await asyncio.sleep(0)
+    wake.set()
+    await asyncio.wait_for(background.stop(), 2)
+
+
+async def test_wait_for_event_says_whether_it_was_set() -> None:
+    event = asyncio.Event()
+    assert await wait_for_event(event, 0.01) is False
+    event.set()
+    assert await wait_for_event(event, 5) is True
