@@ -37,6 +37,9 @@ async def _sign_in(request: Request, token: str, back: str) -> Response:
     try:
         await console.api.get(token, "health", "/v1/alert-rules")
     except ApiError as exc:
+        if exc.status >= 500:  # not a verdict on the token: say so, and keep the form
+            message = f"The services did not answer ({exc.detail}): try again in a moment."
+            return _login_page(request, back, message, 503)
         return _login_page(request, back, f"The services refused that token ({exc.detail}).", 401)
     session = console.sessions.sign_in(
         session_of(request),

@@ -38,7 +38,10 @@ def _page(browser: Any, demo: DemoSystem, token: str) -> Any:
     assert "/login" in page.url
     page.fill("#token", token)
     page.click("form[action='/login'] button")
-    page.wait_for_url("**/portfolio")
+    try:
+        page.wait_for_url("**/portfolio", timeout=90_000)  # the whole suite loads the CPUs
+    except playwright_api.TimeoutError:
+        pytest.fail(f"sign-in stayed on {page.url}: {page.inner_text('body')[:600]!r}")
     return page
 
 

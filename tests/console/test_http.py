@@ -21,7 +21,7 @@ from services.console.settings import ConsoleSettings
 from shared.auth import create_token
 from tests.console.client import Visitor, csrf_of
 from tests.console.conftest import ACCOUNTS, DemoSystem, wait_for
-from tests.support import TEST_SECRET, serve_app
+from tests.support import TEST_SECRET, free_port, serve_app
 
 pytestmark = [pytest.mark.xdist_group("console"), pytest.mark.slow]
 
@@ -236,6 +236,21 @@ async def test_sign_in_links_work_only_with_the_dev_flag(demo: DemoSystem) -> No
     async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
         assert (await c.get(link)).status_code == 404
         assert (await c.get("/portfolio")).status_code == 303
+
+
+async def test_sign_in_while_health_is_down_says_so_and_does_not_blame_the_token() -> None:
+    settings = ConsoleSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        UPTAKE_SECRET=TEST_SECRET,
+        HEALTH_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+    )
+    token = create_token(TEST_SECRET, scopes=["write"], subject="maya@uptake.example")
+    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+        form = await c.get("/login")
+        r = await c.post("/login", data={"token": token, "csrf": csrf_of(form.text)})
+    assert r.status_code == 503, r.text
+    assert "did not answer" in r.text and "refused that token" not in r.text
+    assert "location" not in r.headers  # still the form, not signed in
 
 
 def _links_in(eml: Path) -> list[str]:

@@ -100,7 +100,7 @@ FAST_LOOPS = {
     # names and ignores the rest
     "HEALTH_DEBOUNCE_SECONDS": "0.3",
     # backdated data settles quickly, yet past a partition handover: a SIGKILLed health's
-    # partitions wait out its 6 s session timeout before its successor takes them, and a
+    # partitions wait out its 4 s session timeout before its successor takes them, and a
     # settle shorter than that let the successor judge a half-consumed history (a transient
     # inactivity alert, seen on a busy machine). The default (30 s) is well past it.
     "HEALTH_SETTLE_SECONDS": "10",

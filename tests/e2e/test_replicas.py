@@ -59,7 +59,7 @@ WINDOW = 12.0  # ...per NOTIFY_FREQUENCY_CAP_WINDOW (s; a day as shipped): the h
 SEND_TIME = 4.0  # at most between a slot and the SMTP server's copy, on a loaded machine
 PARTITIONS = 6
 COLLAPSE_RULES = {"band_drop", "score_drop", "metric_decline"}
-# More than a partition's handover takes (a SIGKILLed consumer's 6 s session timeout, then
+# More than a partition's handover takes (a SIGKILLed consumer's 4 s session timeout, then
 # the rebalance): while a partition has no owner, nobody renews the backlog hold, so only
 # the settle delay keeps a half-consumed history from being judged (30 s by default).
 SETTLE = 15

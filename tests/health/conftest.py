@@ -242,8 +242,13 @@ async def read_all(bootstrap: str, topic_names: list[str]) -> list[Envelope]:
     return found
 
 
-async def until(check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (or fail with its last value)."""
+async def until(
+    check: Callable[[], Awaitable[Any]], *, timeout: float = 90.0, running: Running | None = None
+) -> Any:
+    """Poll ``check`` until it returns something truthy (or fail with its last value and,
+    given ``running``, what its consumer and scheduler were doing). The bound only matters
+    when the condition never holds: beside the whole suite on two cores a rescoring waits
+    a while (the scheduler paces live runs by what the last one cost)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -251,7 +256,21 @@ async def until(check: Callable[[], Awaitable[Any]], *, timeout: float = 30.0) -
         if last:
             return last
         await asyncio.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s; last: {last!r}")
+    state = f"; health: {describe(running)}" if running is not None else ""
+    raise AssertionError(f"condition not met within {timeout}s; last: {last!r}{state}")
+
+
+def describe(running: Running) -> str:
+    """The consumer's and scheduler's state, for a failure message."""
+    ctx: HealthContext = running.app.state.health
+    runner = running.app.state.consumer
+    scheduler = ctx.scheduler
+    return (
+        f"consumer behind={runner.behind} assigned={runner._membership.assigned} "
+        f"fresh={runner._membership.fresh} last_batch_at={runner.last_batch_at}; "
+        f"scheduler runs={scheduler.runs} idle={scheduler.idle} "
+        f"last_run={scheduler._last_run_seconds:.2f}s live_delay={scheduler.live_delay():.2f}s"
+    )
 
 
 def today() -> date:

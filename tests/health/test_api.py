@@ -207,7 +207,7 @@ async def test_alert_lifecycle_ack_snooze_resolve_cooldown_reopen_autoresolve(
         found = await alerts_of(api, account, rule_id="inactivity", status="resolved")
         return [a for a in found if a["resolved_by"] == "auto"]
 
-    await until(auto_resolved)
+    await until(auto_resolved, running=api)
     published = await read_topic(
         module_broker.bootstrap_servers,
         topics.HEALTH_ALERTS,
