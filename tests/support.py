@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -146,6 +147,11 @@ async def read_records(
             if settle_until is not None and now >= settle_until:
                 break
             if now > deadline:
+                warnings.warn(
+                    f"read_topic({topic}) waited out its {timeout:.0f} s for {count} records"
+                    f" and found {len(found)}",
+                    stacklevel=3,
+                )
                 break
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():

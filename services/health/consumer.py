@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,17 +19,27 @@ from services.health import outcomes, settle
 from services.health import repository as repo
 from services.health.alerts import reassign
 from services.health.config import MetricsConfig
-from services.health.decode import USAGE_TYPES, Usage, usage_of
+from services.health.decode import KEY_MAX, USAGE_TYPES, Usage, usage_of
 from services.health.eventnames import EventNames, keys_of
 from services.health.registry import SOURCE, apply_traits, new_account, store_contacts
 from services.health.rollups import EventFacts, aggregate, utc_day
 from shared.envelope import Envelope, utcnow
 from shared.kafka import Record
 from shared.messages import AccountUpserted, ContactUpserted, UsageEvent
+from shared.textfit import fit_key
 
 log = structlog.get_logger(__name__)
 
 LIVE_DAYS = 2  # a batch with events this recent is live traffic, older ones a backfill
+
+
+Keyed = TypeVar("Keyed", AccountUpserted, ContactUpserted)
+
+
+def _keyed(message: Keyed) -> Keyed:
+    """The message with a dedup key that fits its column (shared/textfit.py)."""
+    key = fit_key(message.message_id, KEY_MAX)
+    return message if key == message.message_id else message.model_copy(update={"message_id": key})
 
 
 class HealthConsumer:
@@ -66,9 +77,9 @@ class HealthConsumer:
                     decoded = usage_of(env.account_id, env.payload(UsageEvent))
                 usage.append(decoded)
             elif env.type == "account.upserted":
-                upserts.append((env, env.payload(AccountUpserted)))
+                upserts.append((env, _keyed(env.payload(AccountUpserted))))
             elif env.type == "contact.upserted":
-                contacts.append((env, env.payload(ContactUpserted)))
+                contacts.append((env, _keyed(env.payload(ContactUpserted))))
         if not (usage or upserts or contacts):
             return
         config = await self._metrics()

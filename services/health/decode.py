@@ -14,8 +14,10 @@ from services.health.registry import SOURCE
 from services.health.rollups import EventFacts
 from shared.envelope import Envelope
 from shared.messages import UsageEvent
+from shared.textfit import fit_key
 
 USAGE_TYPES = frozenset({"usage.track", "usage.page", "usage.screen"})
+KEY_MAX = 300  # message ids and user keys (models.py): a longer one is stored as its digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,5 +40,6 @@ def decode(raw: bytes) -> tuple[Envelope, Usage | None]:
 
 def usage_of(account_id: str, event: UsageEvent) -> Usage:
     user = event.user_id or (f"anon:{event.anonymous_id}" if event.anonymous_id else None)
+    user = fit_key(user, KEY_MAX) if user is not None else None
     facts = EventFacts(account_id, event.event, user, event.timestamp, event.properties)
-    return Usage(event.message_id, facts)
+    return Usage(fit_key(event.message_id, KEY_MAX), facts)

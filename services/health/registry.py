@@ -20,11 +20,13 @@ from shared import topics
 from shared.db import upsert
 from shared.envelope import new_id, wrap
 from shared.messages import AccountUpserted, ContactUpserted, OwnerChanged
+from shared.textfit import clip, email_or_none, fit_key
 
 log = structlog.get_logger(__name__)
 
 SOURCE = "health"
 TRAIT_FIELDS = ("name", "plan", "mrr", "owner", "stage", "segment", "renewal_date")
+TEXT_MAX = 300  # the width of the text columns a registry message lands in (models.py)
 MAX_MRR = 1e12  # beyond this an mrr is a mistake (and severity x mrr must stay finite)
 
 
@@ -59,7 +61,10 @@ def apply_traits(
     for name in TRAIT_FIELDS:
         value = getattr(upserted, name)
         if name == "owner" and isinstance(value, str):
-            value = value.lower()
+            value = email_or_none(value)  # too long to be an email: no owner news
+            value = value.lower() if value else None
+        elif isinstance(value, str):
+            value = clip(value, TEXT_MAX)
         if name == "mrr" and value is not None and not valid_mrr(value):
             log.warning("ignoring an invalid mrr", account_id=account.account_id, mrr=value)
             continue
@@ -125,12 +130,13 @@ async def store_contacts(
 ) -> None:
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for account_id, c in contacts:
-        rows[(account_id, c.user_id)] = {
+        user_id = fit_key(c.user_id, TEXT_MAX)
+        rows[(account_id, user_id)] = {
             "account_id": account_id,
-            "user_id": c.user_id,
-            "email": c.email,
-            "name": c.name,
-            "role": c.role,
+            "user_id": user_id,
+            "email": email_or_none(c.email),
+            "name": clip(c.name, TEXT_MAX),
+            "role": clip(c.role, TEXT_MAX),
             "traits": c.traits,
             "updated_at": now,
         }

@@ -33,6 +33,7 @@ from shared.messages import (
     DeliveryChanged,
     OwnerChanged,
 )
+from shared.textfit import clip, email_or_none
 
 log = structlog.get_logger(__name__)
 
@@ -52,23 +53,16 @@ DELIVERY_RANK = {
 EXIT_NAMES_TTL = 5.0
 
 
-# What accounts.v1 may say, cut to the columns it lands in (models.py): a message with a
-# 500-char plan must not fail its batch on PostgreSQL (and end in the dead-letter topic).
+# What accounts.v1 may say, cut to the columns it lands in (models.py; shared/textfit.py)
 ACCOUNT_TEXT_MAX = {"name": 300, "plan": 100, "stage": 100, "segment": 100}
 CONTACT_TEXT_MAX = {"name": 300, "role": 100}
-EMAIL_MAX = 320
 ID_MAX = 255
 
 
 def _lower(email: str | None) -> str | None:
-    """An owner's email, lower-cased; one too long to be an email is no owner at all
-    (cutting it would name somebody else)."""
-    value = email.strip().lower() if email else None
-    return value if value and len(value) <= EMAIL_MAX else None
-
-
-def _clip(value: str | None, limit: int) -> str | None:
-    return value[:limit] if isinstance(value, str) else value
+    """An owner's email, lower-cased (none when too long to be an email)."""
+    value = email_or_none(email)
+    return value.lower() if value else None
 
 
 class PlaybooksConsumer:
@@ -256,13 +250,13 @@ async def on_account(starter: GroupStarter, env: Envelope, msg: AccountUpserted)
         starter.session.add(account)
         starter.accounts[env.account_id] = account
     for name in ACCOUNT_FIELDS:
-        value = _clip(getattr(msg, name), ACCOUNT_TEXT_MAX.get(name, 0))
+        value = clip(getattr(msg, name), ACCOUNT_TEXT_MAX.get(name, 0))
         if value is not None:
             setattr(account, name, value)
     account.updated_at = starter.now
     if msg.owner is not None:
         await change_owner(starter, env, _lower(msg.owner))
-    stage = _clip(msg.stage, ACCOUNT_TEXT_MAX["stage"])
+    stage = clip(msg.stage, ACCOUNT_TEXT_MAX["stage"])
     if stage is not None and stage != previous_stage:
         await enter_stage(starter, env, stage)
     if churn.says_churned(msg.traits):
@@ -349,9 +343,9 @@ def on_contact(starter: GroupStarter, env: Envelope, msg: ContactUpserted) -> No
         log.warning("playbooks.contact_ignored", reason="user_id too long", id=msg.user_id[:80])
         return
     values = {
-        "email": msg.email if msg.email and len(msg.email) <= EMAIL_MAX else None,
-        "name": _clip(msg.name, CONTACT_TEXT_MAX["name"]),
-        "role": _clip(msg.role, CONTACT_TEXT_MAX["role"]),
+        "email": email_or_none(msg.email),
+        "name": clip(msg.name, CONTACT_TEXT_MAX["name"]),
+        "role": clip(msg.role, CONTACT_TEXT_MAX["role"]),
     }
     contact = starter.contacts.get((env.account_id, msg.user_id))
     if contact is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -249,11 +250,15 @@ async def until(
     given ``running``, what its consumer and scheduler were doing). The bound only matters
     when the condition never holds: beside the whole suite on two cores a rescoring waits
     a while (the scheduler paces live runs by what the last one cost)."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
+            if running is not None and time.monotonic() - started > 10:
+                took = time.monotonic() - started
+                warnings.warn(f"a wait took {took:.1f}s; health: {describe(running)}", stacklevel=2)
             return last
         await asyncio.sleep(0.1)
     state = f"; health: {describe(running)}" if running is not None else ""

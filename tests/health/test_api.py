@@ -170,7 +170,7 @@ async def test_alert_lifecycle_ack_snooze_resolve_cooldown_reopen_autoresolve(
 ) -> None:
     account = new_account()
     await send(daily_usage(account, QUIET))
-    [alert] = await until(lambda: alerts_of(api, account, rule_id="inactivity"))
+    [alert] = await until(lambda: alerts_of(api, account, rule_id="inactivity"), running=api)
     assert alert["id"] == alert_id(account, "inactivity", 1) and alert["status"] == "open"
     assert alert["reason"] == "no activity for 20 days" and alert["severity"] == 4
     url = f"/v1/alerts/{alert['id']}"
@@ -270,7 +270,7 @@ async def test_rules_crud_and_backtest(
 ) -> None:
     account = new_account()
     await send(daily_usage(account, QUIET))
-    await until(lambda: alerts_of(api, account, rule_id="inactivity"))
+    await until(lambda: alerts_of(api, account, rule_id="inactivity"), running=api)
     rule = {"id": "quiet-week", "type": "inactivity", "name": "Quiet week", "params": {"days": 7}}
     async with client(api) as c:
         assert {r["id"] for r in (await c.get("/v1/alert-rules")).json()} >= {

@@ -22,11 +22,14 @@ from tests.health.conftest import (
     AS_OF,
     Running,
     account_upsert,
+    contact_upsert,
     daily_usage,
     day_at,
+    get_json,
     new_account,
     settle,
     until,
+    usage,
 )
 from tests.health.test_api import QUIET, alerts_of, client, send
 from tests.support import auth, read_topic
@@ -119,6 +122,54 @@ async def test_absurd_mrr_is_refused_over_rest_and_ignored_from_the_topic(
 
     found = await until(named)
     assert found["mrr"] is None  # the absurd value was skipped, the rest applied
+
+
+async def test_over_long_values_from_the_topic_are_cut_dropped_or_digested(
+    api: Running, send: Send
+) -> None:
+    """What another producer wrote past the columns' widths lands without failing its batch
+    (on PostgreSQL it used to retry, split and dead-letter the whole message)."""
+    account = new_account()
+    long_id = "m" * 400
+    await send(
+        [
+            account_upsert(account, day_at(2), name="N" * 400, plan="P" * 400, owner="o" * 400),
+            contact_upsert(
+                account,
+                day_at(2),
+                user_id="u1",
+                email="e" * 400 + "@x.test",
+                name="C" * 400,
+                role="R" * 400,
+            ),
+            contact_upsert(account, day_at(2), user_id="u" * 400, email="long@x.test"),
+            usage(account, day_at(1), message_id=long_id, user="v" * 400),
+            usage(account, day_at(1), message_id=long_id, user="v" * 400),  # a replay
+            usage(account, day_at(1), message_id="m" * 399 + "n", user="v" * 399 + "w"),
+        ]
+    )
+
+    async def stored() -> Any:
+        async with client(api, "read") as c:
+            r = await c.get(f"/v1/accounts/{account}")
+        body = r.json() if r.status_code == 200 else None
+        return body if body and len(body["contacts"]) == 2 and body["name"] else None
+
+    found = await until(stored, running=api)
+    assert (len(found["name"]), len(found["plan"]), found["owner"]) == (300, 300, None)
+    first, other = sorted(found["contacts"], key=lambda c: len(c["user_id"]))
+    assert first["user_id"] == "u1" and first["email"] is None
+    assert (len(first["name"]), len(first["role"])) == (300, 300)
+    assert other["user_id"].startswith("sha256:") and other["email"] == "long@x.test"
+
+    async def counted() -> Any:
+        got = await get_json(api, f"/v1/accounts/{account}/metrics", days=5)
+        series = {m["metric"]: sum(m["values"]) for m in got["metrics"]}
+        return series if series["events"] else None
+
+    series = await until(counted, running=api)
+    assert series["events"] == 2  # the replay of the over-long message id counted once
+    assert series["active_users"] == 2  # two users whose ids only differ past the width
 
 
 async def test_open_alerts_follow_an_owner_change(

@@ -86,7 +86,7 @@ async def until_counted(health: str, account: str, expected: int) -> None:
     async def counted() -> bool:
         return await events_counted(health, account, days=30) >= expected
 
-    await eventually(counted, timeout=30, what=f"{expected} events on {account}")
+    await eventually(counted, timeout=90, what=f"{expected} events on {account}")
     assert await events_counted(health, account, days=30) == expected
 
 
@@ -94,7 +94,7 @@ async def until_contact(health: str, account: str, email: str) -> None:
     async def has() -> bool:
         return email in await contact_emails(health, account)
 
-    await eventually(has, timeout=30, what=f"contact {email} on {account}")
+    await eventually(has, timeout=90, what=f"contact {email} on {account}")
 
 
 @pytest.mark.parametrize("kind", ["segment", "rudderstack"])

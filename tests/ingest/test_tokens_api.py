@@ -205,13 +205,13 @@ async def test_tokens_made_outside_the_registry_are_listed_once_used(
         headers={"Authorization": f"Bearer {token}"},
     )
     assert r.status_code == 200
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound for a loaded machine, not a speed claim
     while True:
         items = (await admin.get("/v1/tokens")).json()["items"]
         seen = [t for t in items if t["id"] == claims["jti"]]
         if seen:
             break
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, "the token's first use never reached the registry"
         await asyncio.sleep(0.1)
     assert seen[0]["origin"] == "seen" and seen[0]["subject"] == "old-sdk"
     assert seen[0]["scopes"] == ["ingest"] and seen[0]["last_used_at"] is not None

@@ -337,7 +337,8 @@ async def test_a_snoozed_or_acknowledged_alert_still_gets_its_reviewed_email(
     for account in (snoozed, acknowledged):
         emails = [
             r
-            for r in await notify_requests(playbooks, account, 3, settle=0.5)
+            # the one reviewed email, then half a second for any extra
+            for r in await notify_requests(playbooks, account, 1, settle=0.5)
             if r.channel == "email"
         ]
         assert [r.template_id for r in emails] == ["adoption-checkin"], account

@@ -19,8 +19,8 @@ async def _sent_to(playbooks: Playbooks, account: str) -> list[Envelope]:
         playbooks.bootstrap,
         topics.NOTIFY_REQUESTS,
         match=lambda e: e.account_id == account,
-        count=1,
-        timeout=1.5,
+        count=0,
+        settle=1.5,
     )
 
 
