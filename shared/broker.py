@@ -22,29 +22,48 @@ from shared.kafka import ensure_topics, wait_for_broker
 log = structlog.get_logger(__name__)
 
 
-def _ephemeral_low() -> int:
+def ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
 
 
+_handed_out: set[int] = set()
+
+
+def _port_range() -> range:
+    """Where :func:`free_port` picks: ``UPTAKE_FREE_PORTS`` ("low-high", the test suite
+    gives each parallel worker a range of its own), else the 12,000 ports below the
+    kernel's ephemeral range (a port from that range, what binding port 0 gives, can be
+    taken as an outgoing connection's source port before the server binds it)."""
+    given = os.environ.get("UPTAKE_FREE_PORTS", "")
+    low, _, high = given.partition("-")
+    if low.isdigit() and high.isdigit() and int(low) < int(high):
+        return range(int(low), int(high))
+    top = ephemeral_low()
+    return range(max(1024, top - 12_000), top)
+
+
 def free_port() -> int:
     """A loopback port nothing listens on, for a server started later (tests, benchmarks).
 
-    Picked below the kernel's ephemeral range: a port from that range (what binding port 0
-    gives) can be taken as an outgoing connection's source port before the server binds
-    it, which under parallel test workers happened ("address already in use")."""
-    low = _ephemeral_low()
+    Never the same port twice in one process (the server it was picked for may not have
+    bound it yet); processes picking at once (parallel test workers) are kept apart by
+    ``UPTAKE_FREE_PORTS``."""
+    ports = _port_range()
     picks = random.SystemRandom()  # not the seeded global generator: workers would agree
-    for _ in range(200):
-        port = picks.randrange(max(1024, low - 12_000), low)
+    for _ in range(500):
+        port = picks.choice(ports)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         found: int = sock.getsockname()[1]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from shared.broker import EmbeddedBroker, free_port
+from shared.broker import EmbeddedBroker, ephemeral_low, free_port
 from tests.support import TEST_SECRET
 
 T = TypeVar("T")
@@ -52,6 +52,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 os.environ.setdefault("UPTAKE_SECRET", TEST_SECRET)
 os.environ.setdefault("LOG_JSON", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+
+def _worker_ports(worker: str, *, slots: int = 12, width: int = 1000) -> str:
+    """Each xdist worker's own range for ``free_port()``: two workers picking at once
+    handed out the same port (a service then answered on another's port)."""
+    slot = int(worker[2:]) + 1 if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    low = ephemeral_low() - slots * width + (slot % slots) * width
+    return f"{low}-{low + width}"
+
+
+os.environ["UPTAKE_FREE_PORTS"] = _worker_ports(os.environ.get("PYTEST_XDIST_WORKER", ""))
 
 
 @pytest.fixture(scope="session")
