@@ -168,6 +168,25 @@ async def read_records(
     return found
 
 
+async def skip_to_end(bootstrap: str, group_id: str, names: list[str]) -> None:
+    """Commit the topics' end offsets for a new consumer group, so the service under test
+    reads only this test's messages (a shared broker holds the earlier tests' too: replaying
+    them cost every later test time and CPU)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = []
+        for name in names:
+            partitions = await consumer._client._wait_on_metadata(name)
+            tps += [TopicPartition(name, p) for p in partitions]
+        ends = await true_end_offsets(consumer, tps)
+        await consumer.commit(dict(ends))
+    finally:
+        await consumer.stop()
+
+
 @contextlib.contextmanager
 def service_process(name: str, env: dict[str, str], *, timeout: float = 60) -> Any:
     """``python -m services.<name>`` as its own process (as ``uptake run`` starts it).

@@ -27,7 +27,7 @@ from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope
 from shared.kafka import Publisher
-from tests.support import auth, serve_app, true_end_offsets
+from tests.support import auth, serve_app, skip_to_end, true_end_offsets
 
 AS_OF = datetime.now(UTC).date()
 
@@ -78,10 +78,16 @@ async def serve_health(
 async def api(
     module_broker: EmbeddedBroker, database_url: Callable[[str], Awaitable[str]], tmp_path: Path
 ) -> AsyncIterator[Running]:
-    """The service on the module's broker, on SQLite and on PostgreSQL in turn (modules that
-    stall or stop their broker define their own over ``private_broker``)."""
+    """The service on the module's broker, on SQLite and on PostgreSQL in turn, reading only
+    the messages sent after it started (modules that stall or stop their broker define their
+    own over ``private_broker``)."""
     url = await database_url("health")
-    async with serve_health(module_broker.bootstrap_servers, url, tmp_path) as running:
+    group = f"health-test-{uuid.uuid4().hex[:8]}"
+    consumed = list(topics.CONSUMED_BY["health"])
+    await skip_to_end(module_broker.bootstrap_servers, group, consumed)  # not earlier tests'
+    async with serve_health(
+        module_broker.bootstrap_servers, url, tmp_path, HEALTH_CONSUMER_GROUP=group
+    ) as running:
         yield running
 
 

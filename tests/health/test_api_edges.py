@@ -282,11 +282,9 @@ async def test_unchanged_scores_publish_nothing(
     api: Running, send: Send, module_broker: EmbeddedBroker
 ) -> None:
     account = new_account()
-    # This new consumer group replays the earlier tests' messages from the module's broker:
-    # a peer, or an event name, arriving after the account was scored would move its score
-    # (segment medians, breadth of use), which the next full rescoring rightly publishes.
-    # So the replay is done first, and the account has a segment of its own.
-    await settle(api)
+    # A peer, or an event name, arriving after the account was scored would move its score
+    # (segment medians, breadth of use), which the next full rescoring rightly publishes:
+    # the account has a segment of its own (and ``api`` reads no earlier test's messages).
     segment = f"seg-{account}"
     await send(
         [account_upsert(account, day_at(60), segment=segment), *daily_usage(account, [8] * 60)]

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -27,7 +26,7 @@ from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope, wrap
 from shared.kafka import Publisher
 from shared.messages import AccountUpserted, AlertChanged, ContactUpserted, NotifyRequested
-from tests.support import auth, read_topic, serve_app, true_end_offsets
+from tests.support import auth, read_topic, serve_app, skip_to_end
 
 
 @dataclass
@@ -155,24 +154,6 @@ def playbooks_settings(
         **extra,
     }
     return PlaybooksSettings(**values)
-
-
-async def skip_to_end(bootstrap: str, group_id: str, names: list[str]) -> None:
-    """Commit the topics' end offsets for a new consumer group, so the service under test
-    reads only this test's messages (the session broker holds every other test's too)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        tps = []
-        for name in names:
-            partitions = await consumer._client._wait_on_metadata(name)
-            tps += [TopicPartition(name, p) for p in partitions]
-        ends = await true_end_offsets(consumer, tps)
-        await consumer.commit(dict(ends))
-    finally:
-        await consumer.stop()
 
 
 @contextlib.asynccontextmanager
