@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import httpx
@@ -101,6 +101,15 @@ async def true_end_offsets(
     return {tp: await consumer.position(tp) for tp in tps}
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, names: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of these topics (waiting for their metadata)."""
+    tps: list[TopicPartition] = []
+    for topic in names:
+        parts = await consumer._client._wait_on_metadata(topic)
+        tps += [TopicPartition(topic, p) for p in sorted(parts)]
+    return tps
+
+
 async def read_topic(
     bootstrap: str,
     topic: str,
@@ -134,8 +143,7 @@ async def read_records(
     await consumer.start()
     found: list[TopicRecord] = []
     try:
-        partitions = await consumer._client._wait_on_metadata(topic)
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = await partitions_of(consumer, [topic])
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout
@@ -177,11 +185,7 @@ async def skip_to_end(bootstrap: str, group_id: str, names: list[str]) -> None:
     )
     await consumer.start()
     try:
-        tps = []
-        for name in names:
-            partitions = await consumer._client._wait_on_metadata(name)
-            tps += [TopicPartition(name, p) for p in partitions]
-        ends = await true_end_offsets(consumer, tps)
+        ends = await true_end_offsets(consumer, await partitions_of(consumer, names))
         await consumer.commit(dict(ends))
     finally:
         await consumer.stop()

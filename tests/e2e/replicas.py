@@ -26,7 +26,7 @@ from shared import topics
 from shared.broker import EmbeddedBroker, free_port
 from shared.envelope import Envelope
 from tests.e2e.harness import E2E_ENV, FAST_LOOPS, SlackStandIn, SmtpSink
-from tests.support import TEST_SECRET, TopicRecord, serve_app, true_end_offsets
+from tests.support import TEST_SECRET, TopicRecord, partitions_of, serve_app, true_end_offsets
 
 # What each consumer group reads (services/<name>/app.py).
 GROUP_TOPICS: dict[str, list[str]] = {
@@ -241,20 +241,12 @@ async def replicated_system(
         broker.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, names: Iterable[str]) -> list[TopicPartition]:
-    tps = []
-    for topic in names:
-        parts = await consumer._client._wait_on_metadata(topic)
-        tps += [TopicPartition(topic, p) for p in sorted(parts)]
-    return tps
-
-
 async def end_offsets(bootstrap: str, names: Iterable[str]) -> dict[TopicPartition, int]:
     """Every partition's true end offset (see ``true_end_offsets`` for Tansu's quirk)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        return await true_end_offsets(consumer, await _partitions(consumer, names))
+        return await true_end_offsets(consumer, await partitions_of(consumer, names))
     finally:
         await consumer.stop()
 
@@ -279,7 +271,7 @@ async def read_all(bootstrap: str, topic: str) -> list[TopicRecord]:
     await consumer.start()
     found: list[TopicRecord] = []
     try:
-        tps = await _partitions(consumer, [topic])
+        tps = await partitions_of(consumer, [topic])
         ends = await true_end_offsets(consumer, tps)
         await consumer.seek_to_beginning(*tps)
 

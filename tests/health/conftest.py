@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from services.health import repository as repo
@@ -27,7 +27,7 @@ from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope
 from shared.kafka import Publisher
-from tests.support import auth, serve_app, skip_to_end, true_end_offsets
+from tests.support import auth, partitions_of, serve_app, skip_to_end, true_end_offsets
 
 AS_OF = datetime.now(UTC).date()
 
@@ -205,10 +205,7 @@ async def wait_caught_up(bootstrap: str, group: str, timeout: float = 60.0) -> N
     await consumer.start()
     await peek.start()
     try:
-        tps = []
-        for topic in (topics.USAGE_EVENTS, topics.ACCOUNTS):
-            parts = await consumer._client._wait_on_metadata(topic)
-            tps += [TopicPartition(topic, p) for p in parts]
+        tps = await partitions_of(consumer, (topics.USAGE_EVENTS, topics.ACCOUNTS))
         ends = await true_end_offsets(consumer, tps)
         deadline = time.monotonic() + timeout
         while True:
@@ -231,10 +228,7 @@ async def read_all(bootstrap: str, topic_names: list[str]) -> list[Envelope]:
     await consumer.start()
     found: list[Envelope] = []
     try:
-        tps = []
-        for topic in topic_names:
-            parts = await consumer._client._wait_on_metadata(topic)
-            tps += [TopicPartition(topic, p) for p in parts]
+        tps = await partitions_of(consumer, topic_names)
         ends = await true_end_offsets(consumer, tps)
         await consumer.seek_to_beginning(*tps)
         pending = {tp for tp, end in ends.items() if end > 0}
