@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.9
-# pytest-xdist workers: 7 on 2 cores (much of the suite waits on timers: 5 left a third of
-# the CPU idle; 7 keep both cores some 80 % busy; 8 made each test slower for no gain);
-# TEST_WORKERS=0 runs it serially. Each worker picks server ports from a range of its own
-# (tests/conftest.py). UPTAKE_TEST_CPU=<file> writes each test's CPU seconds, worker and
-# times, to see where the time goes.
-TEST_WORKERS ?= 7
+# pytest-xdist workers: 8 on 2 cores. Much of the suite waits on timers: 5 left a third of
+# the CPU idle; fresh clones ran pytest in 561-582 s with 7 and 537-543 s with 8 (each test
+# slower, more of them at once). TEST_WORKERS=0 runs it serially. Each worker picks server
+# ports from a range of its own (tests/conftest.py). UPTAKE_TEST_CPU=<file> writes each
+# test's CPU seconds, worker and times, to see where the time goes.
+TEST_WORKERS ?= 8
 # The suite starts some hundred Python processes (services, CLIs, workers): with
 # PYTHONDONTWRITEBYTECODE set (as on CI machines), each compiled every module it imported
 # from source again (a service's imports: 2.5 s of CPU instead of 1). Tests and
