@@ -7,6 +7,7 @@ calling anything; the services would refuse it too.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,23 +15,37 @@ from fastapi.responses import Response
 
 from services.console.api import ApiError, seg
 from services.console.pages import rule_page
+from services.console.sessions import Session
 from services.console.web import acting, back_to, console_of, form_of, refuse, signed_in
 
 router = APIRouter(include_in_schema=False)
+
+
+async def _told(
+    request: Request,
+    session: Session,
+    fields: dict[str, str],
+    call: Awaitable[Any],
+    done: str,
+    failed: str = "Not done",
+) -> Response:
+    """Back to the form's page, saying how the call went (a refused token is raised: it
+    ends in the sign-in page, not in a message)."""
+    try:
+        await call
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            raise
+        return back_to(request, session, fields, f"{failed}: {exc.detail}")
+    return back_to(request, session, fields, done)
 
 
 async def _do(
     request: Request, service: str, path: str, body: Any, done: str, *, scope: str = "write"
 ) -> Response:
     session, fields = await acting(request, scope)
-    api = console_of(request).api
-    try:
-        await api.post(session.token or "", service, path, body)
-    except ApiError as exc:
-        if exc.status in (401, 403):
-            raise
-        return back_to(request, session, fields, f"Not done: {exc.detail}")
-    return back_to(request, session, fields, done)
+    call = console_of(request).api.post(session.token or "", service, path, body)
+    return await _told(request, session, fields, call, done)
 
 
 @router.post("/alerts/{alert_id}/ack")
@@ -141,13 +156,8 @@ async def _put_rule(request: Request, rule_id: str, changes: dict[str, Any]) -> 
     rule = await api.get(token, "health", f"/v1/alert-rules/{seg(rule_id)}")
     keep = ("type", "name", "enabled", "severity", "cooldown_days", "params")
     body = {**{k: rule[k] for k in keep}, **changes}
-    try:
-        await api.put(token, "health", f"/v1/alert-rules/{seg(rule_id)}", body)
-    except ApiError as exc:
-        if exc.status in (401, 403):
-            raise
-        return back_to(request, session, fields, f"Not saved: {exc.detail}")
-    return back_to(request, session, fields, f"Rule {rule['name']!r} saved.")
+    call = api.put(token, "health", f"/v1/alert-rules/{seg(rule_id)}", body)
+    return await _told(request, session, fields, call, f"Rule {rule['name']!r} saved.", "Not saved")
 
 
 @router.post("/rules/{rule_id}/save")
@@ -185,11 +195,6 @@ async def toggle_playbook(request: Request, playbook_id: str) -> Response:
         return back_to(request, session, fields, "That playbook is invalid: fix it by its API.")
     body = {k: current[k] for k in PLAYBOOK_FIELDS if k in current}
     body["enabled"] = fields.get("enabled") == "true"
-    try:
-        await api.put(token, "playbooks", f"/v1/playbooks/{seg(playbook_id)}", body)
-    except ApiError as exc:
-        if exc.status in (401, 403):
-            raise
-        return back_to(request, session, fields, f"Not saved: {exc.detail}")
-    state = "on" if body["enabled"] else "off"
-    return back_to(request, session, fields, f"Playbook {current['name']!r} switched {state}.")
+    call = api.put(token, "playbooks", f"/v1/playbooks/{seg(playbook_id)}", body)
+    done = f"Playbook {current['name']!r} switched {'on' if body['enabled'] else 'off'}."
+    return await _told(request, session, fields, call, done, "Not saved")
