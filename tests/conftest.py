@@ -20,33 +20,51 @@ from tests.support import TEST_SECRET
 T = TypeVar("T")
 PG_ADMIN_DSN = os.environ.get("UPTAKE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
-# Modules whose tests share a module-scoped system: under pytest-xdist (``--dist loadgroup``)
-# each runs whole on one worker, so its slow fixture starts once, not once per worker.
-SHARED_MODULE_FIXTURES = {
-    "tests/e2e/",
-    "tests/health/test_api.py",
-    "tests/health/test_api_edges.py",
-    "tests/health/test_audit.py",
-    "tests/health/test_scenarios.py",
-    "tests/health/test_settled.py",
-    "tests/ingest/test_schemathesis.py",
-    "tests/health/test_schemathesis.py",
-    "tests/playbooks/test_schemathesis.py",
-    "tests/notify/test_schemathesis.py",
-    "tests/deploy/",
+# Modules whose tests share a slow module-scoped fixture (a broker, a service, a whole
+# system): under pytest-xdist (``--dist loadgroup``) each group runs whole on one worker, so
+# its fixture starts once, not on every worker that happens to run one of its tests.
+SHARED_FIXTURE_GROUPS = {
+    "tests/e2e/test_faults.py": "e2e-faults",
+    # one whole system for these three (the package-scoped ``running`` in tests/e2e)
+    "tests/e2e/test_flow.py": "e2e-system",
+    "tests/e2e/test_settled.py": "e2e-system",
+    "tests/e2e/test_soak.py": "e2e-system",
+    "tests/health/test_api.py": "health-api",
+    "tests/health/test_api_edges.py": "health-api-edges",
+    "tests/health/test_audit.py": "health-audit",
+    "tests/health/test_scenarios.py": "health-scenarios",
+    "tests/health/test_settled.py": "health-settled",
+    "tests/ingest/test_schemathesis.py": "ingest-fuzz",
+    "tests/health/test_schemathesis.py": "health-fuzz",
+    "tests/playbooks/test_schemathesis.py": "playbooks-fuzz",
+    "tests/notify/test_schemathesis.py": "notify-fuzz",
+    "tests/shared/test_revocation.py": "revocation",
+    "tests/deploy/": "deploy",
 }
-# Whole-system runs start first, so the longest work begins while the quick tests fill the
-# other workers.
+# Whole-system runs start first, then the groups, so the longest work begins while the
+# quick tests fill the other workers.
 HEAVY = ("tests/demo/test_demo_run.py", "tests/e2e/", "tests/console/")
 
 
+def _group(path: str) -> str | None:
+    return next((g for prefix, g in SHARED_FIXTURE_GROUPS.items() if path.startswith(prefix)), None)
+
+
+# First: xdist's own hook reads the markers into the node ids (``test@group``), which is all
+# its scheduler sees; a marker added after that groups nothing (for a while, none did).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        shared = any(path.startswith(prefix) for prefix in SHARED_MODULE_FIXTURES)
-        if shared and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(path))
-    items.sort(key=lambda item: not item.nodeid.startswith(HEAVY))
+        group = _group(item.nodeid.split("::", 1)[0])
+        if group and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+
+    def order(item: pytest.Item) -> int:
+        if item.nodeid.startswith(HEAVY):
+            return 0
+        return 1 if item.get_closest_marker("xdist_group") else 2
+
+    items.sort(key=order)
 
 
 os.environ.setdefault("UPTAKE_SECRET", TEST_SECRET)

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from tests.support import http_client_sync
+
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -18,7 +20,7 @@ def csrf_of(html: str) -> str:
 
 class Visitor:
     def __init__(self, base: str) -> None:
-        self.http = httpx.Client(base_url=base, timeout=30, follow_redirects=False)
+        self.http = http_client_sync(base_url=base, timeout=30, follow_redirects=False)
 
     def sign_in(self, token: str) -> httpx.Response:
         page = self.http.get("/login")

@@ -25,7 +25,7 @@ import pytest
 from shared.auth import create_token
 from shared.broker import free_port
 from shared.services import available_services
-from tests.support import TEST_SECRET
+from tests.support import TEST_SECRET, TLS
 
 ACCOUNTS, DAYS = 24, 30
 
@@ -48,7 +48,7 @@ class DemoSystem:
         """A call to a service's API as an admin tool (to check what the console did)."""
         headers = {"Authorization": f"Bearer {self.token('admin', subject='tests')}"}
         r = httpx.request(
-            method, f"{self.urls[service]}{path}", headers=headers, timeout=30, **kwargs
+            method, f"{self.urls[service]}{path}", headers=headers, timeout=30, verify=TLS, **kwargs
         )
         r.raise_for_status()
         return r.json() if r.content else None

@@ -21,7 +21,7 @@ from services.console.settings import ConsoleSettings
 from shared.auth import create_token
 from tests.console.client import Visitor, csrf_of
 from tests.console.conftest import ACCOUNTS, DemoSystem, wait_for
-from tests.support import TEST_SECRET, free_port, serve_app
+from tests.support import TEST_SECRET, TLS, free_port, http_client, serve_app
 
 pytestmark = [pytest.mark.xdist_group("console"), pytest.mark.slow]
 
@@ -191,6 +191,7 @@ def test_sparklines_come_in_one_call_with_open_alert_counts(demo: DemoSystem) ->
         f"{demo.urls['health']}/v1/sparklines",
         json={"account_ids": []},
         headers={"Authorization": f"Bearer {demo.token('read')}"},
+        verify=TLS,
     )
     assert r.status_code == 422
 
@@ -222,7 +223,7 @@ def test_every_page_renders_for_a_writer(visitor: Visitor, demo: DemoSystem) -> 
 
 async def test_sign_in_links_work_only_with_the_dev_flag(demo: DemoSystem) -> None:
     link = demo.sign_in_link.replace(demo.console, "")
-    r = httpx.get(demo.console + link, follow_redirects=False)
+    r = httpx.get(demo.console + link, follow_redirects=False, verify=TLS)
     assert r.status_code == 303 and r.headers["location"] == "/portfolio"
     settings = ConsoleSettings(
         _env_file=None,  # type: ignore[call-arg]
@@ -233,7 +234,7 @@ async def test_sign_in_links_work_only_with_the_dev_flag(demo: DemoSystem) -> No
         INGEST_URL=demo.urls["ingest"],
     )
     assert settings.dev_login is False
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+    async with serve_app(create_app(settings)) as url, http_client(base_url=url) as c:
         assert (await c.get(link)).status_code == 404
         assert (await c.get("/portfolio")).status_code == 303
 
@@ -245,7 +246,7 @@ async def test_sign_in_while_health_is_down_says_so_and_does_not_blame_the_token
         HEALTH_URL=f"http://127.0.0.1:{free_port()}",  # nothing listens there
     )
     token = create_token(TEST_SECRET, scopes=["write"], subject="maya@uptake.example")
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+    async with serve_app(create_app(settings)) as url, http_client(base_url=url) as c:
         form = await c.get("/login")
         r = await c.post("/login", data={"token": token, "csrf": csrf_of(form.text)})
     assert r.status_code == 503, r.text
@@ -275,9 +276,9 @@ def test_the_timeline_shows_opens_clicks_and_unsubscribes(
     pixel = next(link for link in links if link.startswith("/t/o/"))
     unsubscribe = next(link for link in links if link.startswith("/v1/unsubscribe"))
     notify = demo.urls["notify"]
-    assert httpx.get(notify + pixel).status_code == 200
+    assert httpx.get(notify + pixel, verify=TLS).status_code == 200
     one_click = {"List-Unsubscribe": "One-Click"}
-    assert httpx.post(notify + unsubscribe, data=one_click).status_code == 200
+    assert httpx.post(notify + unsubscribe, data=one_click, verify=TLS).status_code == 200
     wait_for(
         lambda: demo.api("notify", "GET", f"/v1/deliveries/{delivery['id']}")["opened_at"],
         what="the open to be recorded",

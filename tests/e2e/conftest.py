@@ -1,25 +1,16 @@
-"""Fixtures for the end-to-end tests: one running system per test module."""
+"""Fixtures for the end-to-end tests: one running system for the flow, settled-import and
+soak modules (one xdist group, tests/conftest.py), each test on accounts of its own."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.e2e.harness import Running, SmtpSink, running_system
+from tests.e2e.harness import Running, standalone_system
 
 
-@pytest.fixture(scope="module")
-def smtp() -> Iterator[SmtpSink]:
-    sink = SmtpSink()
-    sink.controller.start()
-    yield sink
-    sink.controller.stop()
-
-
-@pytest.fixture(scope="module")
-async def running(
-    tmp_path_factory: pytest.TempPathFactory, smtp: SmtpSink
-) -> AsyncIterator[Running]:
-    async with running_system(tmp_path_factory.mktemp("e2e"), smtp) as system:
+@pytest.fixture(scope="package")
+async def running() -> AsyncIterator[Running]:
+    async with standalone_system() as system:
         yield system

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.support import auth
+from tests.support import auth, http_client
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ def collapse_history(
 async def post_calls(ingest: str, calls: list[dict[str, Any]], *, batch: int = 400) -> int:
     """Post as Segment batches; returns how many events ingest accepted."""
     accepted = 0
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
         for i in range(0, len(calls), batch):
             r = await client.post("/v1/batch", json={"batch": calls[i : i + batch]})
             r.raise_for_status()
@@ -98,7 +98,7 @@ async def eventually(
 
 
 async def get_json(url: str, **params: Any) -> Any:
-    async with httpx.AsyncClient(headers=auth("read"), timeout=10) as client:
+    async with http_client(headers=auth("read"), timeout=10) as client:
         r = await client.get(url, params=params)
         r.raise_for_status()
         return r.json()
@@ -117,7 +117,7 @@ async def events_counted(health: str, account: str, days: int = 90) -> int:
 
 
 async def make_csm(playbooks: str, email: str, slack_id: str) -> None:
-    async with httpx.AsyncClient(headers=auth("write"), timeout=10) as client:
+    async with http_client(headers=auth("write"), timeout=10) as client:
         r = await client.post(
             f"{playbooks}/v1/csms",
             json={"email": email, "name": email.split("@")[0], "slack_id": slack_id},

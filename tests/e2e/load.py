@@ -14,7 +14,7 @@ import httpx
 
 from tests.e2e.flows import collapse_history, make_csm, post_calls
 from tests.e2e.harness import Running
-from tests.support import auth
+from tests.support import auth, http_client
 
 
 @dataclass
@@ -43,7 +43,7 @@ async def steady_load(
     counter = itertools.count()
     interval = batch / rate
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
 
         async def one() -> None:
             n = next(counter)
@@ -94,7 +94,7 @@ async def capacity(ingest: str, *, seconds: float = 5.0, concurrency: int = 8) -
     the soak runs at a share of this, measured on the machine at hand."""
     accepted = 0
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest"), timeout=30) as client:
 
         async def poster(worker: int) -> None:
             nonlocal accepted
@@ -201,7 +201,7 @@ async def soak(
 
     result.rss.append(sample())
     deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(headers=auth("read"), timeout=30) as client:
+    async with http_client(headers=auth("read"), timeout=30) as client:
         result.load, *_ = await asyncio.gather(
             steady_load(running.url("ingest"), accounts=200, rate=rate, seconds=seconds),
             readers(client, deadline),

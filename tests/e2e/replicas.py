@@ -26,7 +26,14 @@ from shared import topics
 from shared.broker import EmbeddedBroker, free_port
 from shared.envelope import Envelope
 from tests.e2e.harness import E2E_ENV, FAST_LOOPS, SlackStandIn, SmtpSink
-from tests.support import TEST_SECRET, TopicRecord, partitions_of, serve_app, true_end_offsets
+from tests.support import (
+    TEST_SECRET,
+    TopicRecord,
+    http_client,
+    partitions_of,
+    serve_app,
+    true_end_offsets,
+)
 
 # What each consumer group reads (services/<name>/app.py).
 GROUP_TOPICS: dict[str, list[str]] = {
@@ -170,7 +177,7 @@ class Cluster:
 async def wait_ready(replicas: Iterable[Replica], *, timeout: float = 120) -> None:
     """Until every replica answers ``/readyz`` (database and broker reachable)."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as client:
+    async with http_client(timeout=2) as client:
         for r in replicas:
             while True:
                 if r.process.poll() is not None:

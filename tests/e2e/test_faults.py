@@ -8,6 +8,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,10 +23,17 @@ from tests.e2e.flows import (
     make_csm,
     post_calls,
 )
-from tests.e2e.harness import Running
-from tests.support import auth
+from tests.e2e.harness import Running, standalone_system
+from tests.support import auth, http_client
 
 ACCOUNTS_PER_VICTIM = 4
+
+
+@pytest.fixture(scope="module")
+async def running() -> AsyncIterator[Running]:
+    """A system of this module's own: its tests kill services and stall the broker."""
+    async with standalone_system() as system:
+        yield system
 
 
 async def _kill_mid_stream(running: Running, name: str, accounts: list[str]) -> None:
@@ -187,7 +195,7 @@ async def test_broker_stall_under_load(running: Running) -> None:
         running.broker.resume()
         stalled["to"] = time.monotonic()
 
-    async with httpx.AsyncClient(
+    async with http_client(
         base_url=running.url("ingest"), headers=auth("ingest"), timeout=30
     ) as client:
         await asyncio.gather(load(client, time.monotonic() + 28), stall())

@@ -7,17 +7,15 @@ import asyncio
 import uuid
 from typing import Any
 
-import httpx
-
 from tests.e2e.flows import collapse_history, eventually, get_json, post_calls
 from tests.e2e.harness import Running
-from tests.support import auth
+from tests.support import auth, http_client
 
 
 async def test_usage_collapse_reaches_the_csm_and_the_customer(running: Running) -> None:
     account = f"e2e-{uuid.uuid4().hex[:8]}"
     owner, contact = f"owner-{account}@uptake.test", f"casey@{account}.test"
-    async with httpx.AsyncClient(headers=auth("write")) as client:
+    async with http_client(headers=auth("write")) as client:
         r = await client.post(
             f"{running.url('playbooks')}/v1/csms",
             json={"email": owner, "name": "Olive Owner", "slack_id": f"U{account[-8:]}"},

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
@@ -47,7 +46,7 @@ from tests.e2e.replicas import (
     replicated_system,
     wait_ready,
 )
-from tests.support import auth
+from tests.support import auth, http_client
 
 SERVICES = ("ingest", "health", "playbooks", "notify")
 SCALED = ("health", "playbooks", "notify")
@@ -122,7 +121,7 @@ def histories(flows: list[Flow]) -> tuple[list[dict[str, Any]], dict[str, int]]:
 
 
 async def get(url: str, **params: Any) -> Any:
-    async with httpx.AsyncClient(headers=auth("read"), timeout=30) as client:
+    async with http_client(headers=auth("read"), timeout=30) as client:
         r = await client.get(url, params=params)
         r.raise_for_status()
         return r.json()
@@ -151,7 +150,7 @@ async def kill_when(
 
 async def consumed(replica: Replica) -> float:
     """Messages the replica's consumer group runner has consumed and committed."""
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with http_client(timeout=10) as client:
         text = (await client.get(f"{replica.url}/metrics")).text
     mine = f'uptake_kafka_consumed_total{{group="{replica.service}"}} '
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(mine))
@@ -399,7 +398,7 @@ class Quiet:
         tasks = await paged(f"{cluster.url('playbooks')}/v1/tasks", page=500, status="open")
         if pending := [t for t in tasks if t["pending_send"]]:
             return f"playbooks steps pending: {pending[:3]}"
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with http_client(timeout=10) as client:
             for r in cluster.live("health"):
                 for line in (await client.get(f"{r.url}/metrics")).text.splitlines():
                     if line.startswith("uptake_health_accounts_pending ") and float(

@@ -10,8 +10,6 @@ import signal
 import uuid
 from typing import Any
 
-import httpx
-
 from shared.supervisor import start_service, wait_ready
 from tests.e2e.flows import (
     collapse_history,
@@ -21,6 +19,7 @@ from tests.e2e.flows import (
     post_calls,
 )
 from tests.e2e.harness import Running
+from tests.support import http_client
 
 WEEKS = 8
 PER_DAY = 12
@@ -64,7 +63,7 @@ async def _deliveries(running: Running, account: str) -> list[dict[str, Any]]:
 
 
 async def _health_pending(running: Running) -> float:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with http_client(timeout=10) as client:
         text = (await client.get(f"{running.url('health')}/metrics")).text
     for line in text.splitlines():
         if line.startswith("uptake_health_accounts_pending "):

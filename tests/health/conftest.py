@@ -27,7 +27,7 @@ from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope
 from shared.kafka import Publisher
-from tests.support import auth, partitions_of, serve_app, skip_to_end, true_end_offsets
+from tests.support import auth, http_client, partitions_of, serve_app, skip_to_end, true_end_offsets
 
 AS_OF = datetime.now(UTC).date()
 
@@ -107,7 +107,7 @@ async def sender(bootstrap: str, client_id: str) -> AsyncIterator[Send]:
 
 
 def client(api: Running, scope: str = "admin") -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=api.url, headers=auth(scope), timeout=30)
+    return http_client(base_url=api.url, headers=auth(scope), timeout=30)
 
 
 async def get_json(api: Running, path: str, **params: Any) -> Any:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from services.health.alerts import alert_id
@@ -33,7 +32,7 @@ from tests.health.conftest import (
     until,
     usage,
 )
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 QUIET = [8] * 40 + [0] * 20  # active for 40 days, then silent for the last 20
 
@@ -53,7 +52,7 @@ async def alerts_of(api: Running, account: str, **filters: Any) -> list[dict[str
 
 
 async def test_scopes_read_write_admin(api: Running) -> None:
-    async with httpx.AsyncClient(base_url=api.url) as c:
+    async with http_client(base_url=api.url) as c:
         assert (await c.get("/v1/accounts")).status_code == 401
         r = await c.get("/v1/accounts", headers=auth("ingest"))
         assert r.status_code == 403

@@ -32,7 +32,7 @@ from tests.health.conftest import (
     usage,
 )
 from tests.health.test_api import QUIET, alerts_of, client, send
-from tests.support import auth, read_topic
+from tests.support import auth, http_client, read_topic
 
 __all__ = ["send"]  # a fixture, used by name
 
@@ -251,7 +251,7 @@ async def test_rule_params_must_name_configured_metrics(api: Running) -> None:
 
 
 async def test_write_scope_is_needed_for_transitions_and_recompute(api: Running) -> None:
-    async with httpx.AsyncClient(base_url=api.url, headers=auth("read")) as c:
+    async with http_client(base_url=api.url, headers=auth("read")) as c:
         for path in ("ack", "resolve"):
             assert (await c.post(f"/v1/alerts/x/{path}")).status_code == 403
         assert (await c.post("/v1/alerts/x/snooze", json={"days": 1})).status_code == 403

@@ -6,14 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from shared.audit import AUDIT_LOG
 from shared.auth import create_token, verify_token
 from shared.db import create_engine
 from tests.health.conftest import Running
-from tests.support import TEST_SECRET, auth
+from tests.support import TEST_SECRET, auth, http_client
 
 HOOK = "https://hooks.slack.com/services/T0AUDIT/B0AUDIT/hooksecret123456"
 API_KEY = "sk_live_auditsecret0987654321"
@@ -39,7 +38,7 @@ async def test_rule_and_config_changes_are_audited(api: Running) -> None:
     alice, alice_id = bearer("admin", "ops-alice")
     bob, bob_id = bearer("write", "ops-bob")
     rule = {"id": "quiet-audit", "type": "inactivity", "name": "Quiet", "params": {"days": 7}}
-    async with httpx.AsyncClient(base_url=api.url, timeout=30) as c:
+    async with http_client(base_url=api.url, timeout=30) as c:
         a = {"Authorization": f"Bearer {alice}"}
         assert (await c.post("/v1/alert-rules", json=rule, headers=a)).status_code == 201
         replaced = {**rule, "name": f"Quiet (page {HOOK})"}
@@ -120,7 +119,7 @@ async def test_rule_and_config_changes_are_audited(api: Running) -> None:
 async def test_a_metrics_config_change_is_audited(api: Running) -> None:
     admin, admin_id = bearer("admin", "ops-metrics")
     headers = {"Authorization": f"Bearer {admin}"}
-    async with httpx.AsyncClient(base_url=api.url, timeout=30, headers=headers) as c:
+    async with http_client(base_url=api.url, timeout=30, headers=headers) as c:
         config = (await c.get("/v1/config/metrics")).json()
         assert (await c.put("/v1/config/metrics", json=config)).status_code == 200
         r = await c.get("/v1/audit", params={"subject": "ops-metrics"})

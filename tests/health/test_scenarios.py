@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -35,7 +34,7 @@ from tests.health.conftest import (
     until,
     usage,
 )
-from tests.support import auth, read_topic, serve_app, skip_to_end
+from tests.support import auth, http_client, read_topic, serve_app, skip_to_end
 
 DAYS = 90
 D = np.arange(DAYS)
@@ -126,14 +125,14 @@ async def scenario(
 
 
 async def _accounts(s: Scenario) -> dict[str, dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=s.url, headers=auth("read")) as client:
+    async with http_client(base_url=s.url, headers=auth("read")) as client:
         r = await client.get("/v1/accounts", params={"segment": s.segment, "limit": 100})
     assert r.status_code == 200, r.text
     return {item["account_id"]: item for item in r.json()["items"]}
 
 
 async def _open_rules(s: Scenario) -> dict[str, set[str]]:
-    async with httpx.AsyncClient(base_url=s.url, headers=auth("read")) as client:
+    async with http_client(base_url=s.url, headers=auth("read")) as client:
         out: dict[str, set[str]] = {}
         for name, account in s.ids.items():
             r = await client.get("/v1/alerts", params={"account_id": account, "status": "open"})
@@ -162,7 +161,7 @@ async def test_each_scenario_gets_its_alert_and_steady_gets_none(scenario: Scena
 
 
 async def test_components_carry_reasons(scenario: Scenario) -> None:
-    async with httpx.AsyncClient(base_url=scenario.url, headers=auth("read")) as client:
+    async with http_client(base_url=scenario.url, headers=auth("read")) as client:
         r = await client.get(f"/v1/accounts/{scenario.ids['drop']}")
         history = await client.get(f"/v1/accounts/{scenario.ids['drop']}/scores")
         metrics = await client.get(
@@ -292,7 +291,7 @@ async def test_late_event_lands_on_its_own_day(scenario: Scenario) -> None:
     await pub.stop()
 
     async def day_40() -> Any:
-        async with httpx.AsyncClient(base_url=scenario.url, headers=auth("read")) as client:
+        async with http_client(base_url=scenario.url, headers=auth("read")) as client:
             r = await client.get(f"/v1/accounts/{steady}/metrics", params={"days": 45})
         series = {m["metric"]: m["values"] for m in r.json()["metrics"]}
         index = 45 - 1 - 40  # end is the day after the as-of day

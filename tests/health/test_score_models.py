@@ -22,7 +22,7 @@ from services.health.context import HealthContext
 from services.health.eventnames import count_key, register, slug_of
 from shared.broker import EmbeddedBroker
 from tests.health.conftest import AS_OF, Running, serve_health
-from tests.support import auth
+from tests.support import auth, http_client
 
 READ, WRITE, ADMIN = auth("read"), auth("write"), auth("admin")
 
@@ -116,7 +116,7 @@ async def test_quality_fit_activate_and_back(api: Running) -> None:
     sim = simulate(260, months=8, churn_share=0.45, seed=3)
     everyone = list(range(len(sim.account_ids)))
     await store(ctx, sim, everyone)
-    async with httpx.AsyncClient(base_url=api.url, timeout=120) as client:
+    async with http_client(base_url=api.url, timeout=120) as client:
         # no outcomes yet: 409 naming what is missing
         r = await client.get("/v1/score-quality", headers=READ)
         assert r.status_code == 409, r.text

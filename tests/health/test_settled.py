@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from services.health import repository as repo
@@ -43,7 +42,7 @@ from tests.health.conftest import (
     until,
     usage,
 )
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 WEEKS = 8
 STEADY = [12] * (7 * WEEKS)  # 8 weeks of steady use, up to yesterday
@@ -62,7 +61,7 @@ def _settings(broker: EmbeddedBroker, db_url: str, tmp: Path, **extra: Any) -> H
 
 async def _alerts(url: str, account: str) -> list[dict[str, Any]]:
     """Every alert of the account, whatever its status."""
-    async with httpx.AsyncClient(base_url=url, headers=auth("read"), timeout=30) as c:
+    async with http_client(base_url=url, headers=auth("read"), timeout=30) as c:
         r = await c.get("/v1/alerts", params={"account_id": account, "limit": 200})
     assert r.status_code == 200, r.text
     items: list[dict[str, Any]] = r.json()["items"]
@@ -144,7 +143,7 @@ async def test_history_import_with_every_rule_on_opens_nothing_for_steady_accoun
         announced = await _opened_on_topic(settings.kafka_bootstrap_servers, {*steady, silent})
         assert {e.account_id for e in announced} == {silent}
         # the history was scored: current scores, and a backfilled day on request
-        async with httpx.AsyncClient(base_url=url, headers=auth("write"), timeout=30) as c:
+        async with http_client(base_url=url, headers=auth("write"), timeout=30) as c:
             for account in steady:
                 r = await c.get(f"/v1/accounts/{account}")
                 assert r.json()["health"]["band"] == "green", r.json()
@@ -175,7 +174,7 @@ async def test_a_group_call_before_its_usage_is_not_inactivity(
         result = await ctx.recomputer.recompute(None)
         assert result.alerts.get("opened", 0) == 0 and not result.held
         assert await _alerts(url, account) == []
-        async with httpx.AsyncClient(base_url=url, headers=auth("read"), timeout=30) as c:
+        async with http_client(base_url=url, headers=auth("read"), timeout=30) as c:
             r = await c.get(f"/v1/accounts/{account}")
         assert r.status_code == 200 and r.json()["health"] is not None  # scored all the same
 
@@ -196,7 +195,7 @@ async def test_state_is_in_the_database_another_replica_holds_too(
         await send([_group(account, day_at(len(SILENT) + 1)), *daily_usage(account, SILENT)])
 
         async def stored() -> bool:
-            async with httpx.AsyncClient(base_url=url, headers=auth("read"), timeout=30) as c:
+            async with http_client(base_url=url, headers=auth("read"), timeout=30) as c:
                 r = await c.get(f"/v1/accounts/{account}/metrics", params={"days": 60})
             if r.status_code != 200:
                 return False
@@ -252,7 +251,7 @@ async def test_a_backlog_caught_up_after_a_stop_opens_nothing_for_steady_account
             assert await repo.get_config(session, BACKLOG_KEY) is not None  # it was behind
         for account in steady:
             assert await _alerts(url, account) == [], account
-        async with httpx.AsyncClient(base_url=url, headers=auth("read"), timeout=30) as c:
+        async with http_client(base_url=url, headers=auth("read"), timeout=30) as c:
             for account in steady:
                 r = await c.get(f"/v1/accounts/{account}")
                 assert r.json()["health"]["band"] == "green", r.json()

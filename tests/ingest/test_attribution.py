@@ -28,7 +28,7 @@ from shared.messages import UsageEvent
 from tests.e2e.flows import events_counted, eventually, get_json
 from tests.health.conftest import health_settings, wait_caught_up
 from tests.ingest.conftest import ingest_settings
-from tests.support import auth, read_topic, serve_app, token
+from tests.support import auth, http_client, read_topic, serve_app, token
 
 
 @dataclass
@@ -141,7 +141,7 @@ async def test_sdk_calls_in_every_order_are_counted(pair: Pair, kind: str) -> No
     for account, user, count in ((a1, u1, 4), (a2, u2, 4), (a3, u3, 3)):
         await until_counted(pair.health, account, count)
         await until_contact(pair.health, account, f"{user}@co.test")
-    async with httpx.AsyncClient(base_url=pair.ingest, headers=auth("admin")) as admin:
+    async with http_client(base_url=pair.ingest, headers=auth("admin")) as admin:
         listed = (await admin.get("/v1/pending", params={"limit": 1000})).json()
     mine = {f"u:{u1}", f"u:{u2}", f"a:{anon}"}
     assert not [u for u in listed["items"] if u["user_key"] in mine]  # nothing left parked
@@ -174,7 +174,7 @@ async def test_replayed_batches_change_nothing_in_health(pair: Pair) -> None:
             _call("track", user, now, event="Report Created"),
         ]
     }
-    async with httpx.AsyncClient(base_url=pair.ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=pair.ingest, headers=auth("ingest")) as client:
         for body in (early, later):
             r = await client.post("/v1/batch", json=body)
             assert r.status_code == 200, r.text
@@ -195,7 +195,7 @@ async def test_a_user_in_two_accounts_is_a_contact_of_both_and_moves(
     run = uuid.uuid4().hex[:8]
     first, second, user = f"ws1-{run}", f"ws2-{run}", f"two-{run}"
     now = datetime.now(UTC)
-    async with httpx.AsyncClient(base_url=pair.ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=pair.ingest, headers=auth("ingest")) as client:
         # traits out of order: the later identify arrives first; each trait keeps its latest
         newer = _call("identify", user, now, traits={"email": f"{user}@new.test"})
         older = _call(

@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
-
 from services.ingest.app import create_app
 from shared.broker import EmbeddedBroker
 from tests.ingest.conftest import ingest_settings
-from tests.support import auth, serve_app
+from tests.support import auth, http_client, serve_app
 
 
 async def test_tracking_calls_are_neither_audited_nor_write_limited(
@@ -26,7 +24,7 @@ async def test_tracking_calls_are_neither_audited_nor_write_limited(
     )
     event = {"userId": "u", "event": "E", "groupId": "acct-audit"}
     key = auth("ingest")
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as c:
+    async with serve_app(create_app(settings)) as url, http_client(base_url=url) as c:
         batch = {"batch": [{"type": "track", **event}]}
         for path, body in [("/v1/track", event), ("/v1/batch", batch)] * 2:
             r = await c.post(path, json=body, headers=key)

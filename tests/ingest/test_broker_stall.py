@@ -13,7 +13,7 @@ from services.ingest.app import create_app
 from shared import topics
 from shared.broker import EmbeddedBroker
 from tests.ingest.conftest import ingest_settings, track_body
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 
 async def test_stalled_broker_gives_503_then_recovers(
@@ -28,7 +28,7 @@ async def test_stalled_broker_gives_503_then_recovers(
     )
     async with (
         serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("ingest"), timeout=10) as client,
+        http_client(base_url=url, headers=auth("ingest"), timeout=10) as client,
     ):
 
         async def post(n: int) -> httpx.Response:

@@ -14,7 +14,7 @@ from services.ingest.app import create_app
 from shared.broker import EmbeddedBroker
 from tests.conftest import PG_ADMIN_DSN, DatabaseFactory
 from tests.ingest.conftest import ingest_settings
-from tests.support import auth, serve_app
+from tests.support import auth, http_client, serve_app
 
 
 def assert_unavailable(r: httpx.Response) -> None:
@@ -32,7 +32,7 @@ async def test_dropped_postgres_database_gives_503(
     settings = ingest_settings(broker.bootstrap_servers, url, tmp_path)
     async with (
         serve_app(create_app(settings)) as base,
-        httpx.AsyncClient(base_url=base, headers=auth("ingest"), timeout=30) as client,
+        http_client(base_url=base, headers=auth("ingest"), timeout=30) as client,
     ):
         linked = await client.post("/v1/group", json={"userId": user, "groupId": account})
         assert linked.status_code == 200, linked.text
@@ -79,7 +79,7 @@ async def test_locked_sqlite_database_gives_503_then_recovers(
     account = f"acct-{uuid.uuid4().hex[:8]}"
     async with (
         serve_app(create_app(settings)) as base,
-        httpx.AsyncClient(base_url=base, headers=auth("ingest"), timeout=30) as client,
+        http_client(base_url=base, headers=auth("ingest"), timeout=30) as client,
     ):
         # the app's own start-up writes (audit prune, token upkeep) may hold the lock a moment
         locker = sqlite3.connect(path, isolation_level=None, timeout=30)

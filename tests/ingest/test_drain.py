@@ -17,7 +17,7 @@ from services.ingest.app import create_app
 from shared import topics
 from shared.broker import EmbeddedBroker
 from tests.ingest.conftest import ingest_settings, track_body
-from tests.support import TEST_SECRET, auth, read_topic, serve_app, service_process
+from tests.support import TEST_SECRET, auth, http_client, read_topic, serve_app, service_process
 
 
 async def _ready(client: httpx.AsyncClient) -> tuple[int, dict[str, object]]:
@@ -39,7 +39,7 @@ async def test_draining_refuses_new_calls_and_waits_for_those_in_hand(
     app = create_app(settings)
     async with (
         serve_app(app) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("ingest"), timeout=40) as client,
+        http_client(base_url=url, headers=auth("ingest"), timeout=40) as client,
     ):
         assert (await client.post("/v1/track", json=track_body(account, 0))).status_code == 200
         assert (await _ready(client))[1]["status"] == "ok"
@@ -89,7 +89,7 @@ async def test_sigusr1_drains_the_ingest_process(broker: EmbeddedBroker, tmp_pat
     }
     account = f"usr1-{uuid.uuid4().hex[:8]}"
     with service_process("ingest", env) as (url, proc):
-        async with httpx.AsyncClient(base_url=url, headers=auth("ingest"), timeout=10) as client:
+        async with http_client(base_url=url, headers=auth("ingest"), timeout=10) as client:
             assert (await client.post("/v1/track", json=track_body(account, 0))).status_code == 200
             os.kill(proc.pid, signal.SIGUSR1)
             deadline = time.monotonic() + 10

@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import httpx
-
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.messages import AccountUpserted, UsageEvent
-from tests.support import auth, read_topic
+from tests.support import auth, http_client, read_topic
 
 
 def new_account() -> str:
@@ -32,7 +30,7 @@ async def test_batch_sent_at_is_validated_like_the_events(
         "groupId": account,
         "originalTimestamp": "2023-12-31T23:59:00Z",  # a minute before the client's sentAt
     }
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         naive = await client.post(
             "/v1/batch", json={"sentAt": "2024-01-01T00:00:00", "batch": [skewed]}
         )
@@ -72,7 +70,7 @@ async def test_skew_correction_out_of_range_rejects_that_event(ingest: str) -> N
             "sentAt": iso(now + timedelta(hours=12)),  # corrected: before 2000
         },
     ]
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post("/v1/batch", json={"batch": batch})
         single = await client.post("/v1/track", json={**batch[1], "type": None})
     assert r.status_code == 200, r.text
@@ -98,7 +96,7 @@ async def test_nul_is_refused_in_everything_stored_as_text(ingest: str) -> None:
         ("/v1/track", {**group, "event": "Log\x00in"}, "event"),
         ("/v1/page", {**group, "name": "Ho\x00me"}, "name"),
     ]
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         for path, body, field in cases:
             r = await client.post(path, json=body)
             assert r.status_code == 400, (path, body, r.text)
@@ -120,7 +118,7 @@ async def test_nul_is_refused_in_everything_stored_as_text(ingest: str) -> None:
 
 async def test_renewal_date_must_be_a_real_date(ingest: str, broker: EmbeddedBroker) -> None:
     account = new_account()
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         refused = [
             await client.post(
                 "/v1/group",
@@ -158,7 +156,7 @@ async def test_only_accepted_group_calls_tie_users_to_accounts(
         {"type": "group", "userId": good_user, "groupId": good_account},
         {"type": "track", "userId": good_user, "event": "Linked"},
     ]
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post("/v1/batch", json={"batch": batch})
         later = await client.post("/v1/track", json={"userId": bad_user, "event": "Later"})
     assert r.status_code == 200, r.text
@@ -166,7 +164,7 @@ async def test_only_accepted_group_calls_tie_users_to_accounts(
     assert set(rejected) == {0}  # the orphan track is kept (parked), not refused
     assert rejected[0].startswith("traits.owner")
     assert later.status_code == 200, later.text
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("admin")) as client:
+    async with http_client(base_url=ingest, headers=auth("admin")) as client:
         pending = (await client.get("/v1/pending")).json()
     [parked] = [u for u in pending["items"] if u["user_key"] == f"u:{bad_user}"]
     assert parked["events"] == 2  # "Orphan" and "Later" wait for a group call
@@ -189,7 +187,7 @@ async def test_only_accepted_group_calls_tie_users_to_accounts(
 
 async def test_header_token_is_checked_before_the_body(ingest: str) -> None:
     broken_gzip = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
-    async with httpx.AsyncClient(base_url=ingest) as client:
+    async with http_client(base_url=ingest) as client:
         bad = await client.post(
             "/v1/batch",
             content=b"\x1f\x8bnot gzip",

@@ -7,14 +7,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
-
 from services.ingest.app import create_app
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.messages import UsageEvent
 from tests.ingest.conftest import ingest_settings
-from tests.support import auth, read_records, serve_app
+from tests.support import auth, http_client, read_records, serve_app
 
 
 def new_account() -> str:
@@ -25,7 +23,7 @@ async def test_record_key_is_the_account_on_both_topics(
     ingest: str, broker: EmbeddedBroker
 ) -> None:
     account = new_account()
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post(
             "/v1/batch",
             json={
@@ -63,7 +61,7 @@ async def test_trace_id_from_traceparent_in_envelope_and_header(
     account = new_account()
     trace = uuid.uuid4().hex
     traceparent = f"00-{trace}-00f067aa0ba902b7-01"
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         traced = await client.post(
             "/v1/track",
             json={"userId": "t", "event": "Traced", "groupId": account},
@@ -96,14 +94,14 @@ async def test_account_links_are_read_back_from_the_database(
     settings = ingest_settings(broker.bootstrap_servers, await database_url("ingest"), tmp_path)
     async with (
         serve_app(create_app(settings)) as first,
-        httpx.AsyncClient(base_url=first, headers=auth("ingest")) as client,
+        http_client(base_url=first, headers=auth("ingest")) as client,
     ):
         r = await client.post("/v1/group", json={"userId": user, "groupId": account})
         assert r.status_code == 200, r.text
     # a new process's app: its cache is empty, only the database knows the link
     async with (
         serve_app(create_app(settings)) as second,
-        httpx.AsyncClient(base_url=second, headers=auth("ingest")) as client,
+        http_client(base_url=second, headers=auth("ingest")) as client,
     ):
         r = await client.post("/v1/track", json={"userId": user, "event": "Remembered"})
         unknown = await client.post("/v1/track", json={"userId": f"{user}-x", "event": "E"})

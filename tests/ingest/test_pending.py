@@ -27,7 +27,7 @@ from shared.kafka import Publisher
 from shared.messages import UsageEvent
 from tests.e2e.flows import eventually
 from tests.ingest.conftest import ingest_settings
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 DatabaseUrl = Callable[[str], Awaitable[str]]
 
@@ -37,7 +37,7 @@ async def ingest_api(settings: IngestSettings) -> AsyncIterator[tuple[str, httpx
     """The ingest service on loopback and a client holding the ingest key."""
     async with (
         serve_app(create_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("ingest")) as client,
+        http_client(base_url=url, headers=auth("ingest")) as client,
     ):
         yield url, client
 
@@ -72,7 +72,7 @@ def track(user: str, at: datetime, event: str = "Report Created") -> dict[str, A
 
 
 async def pending_of(url: str, key: str) -> dict[str, Any] | None:
-    async with httpx.AsyncClient(base_url=url, headers=auth("admin")) as client:
+    async with http_client(base_url=url, headers=auth("admin")) as client:
         r = await client.get("/v1/pending", params={"limit": 1000})
     assert r.status_code == 200, r.text
     found = [u for u in r.json()["items"] if u["user_key"] == key]
@@ -282,7 +282,7 @@ async def test_two_replicas_release_a_backlog_once_each_on_postgres(
     async with (
         serve_app(create_app(settings)) as one,
         serve_app(create_app(settings)) as two,
-        httpx.AsyncClient(headers=auth("ingest")) as client,
+        http_client(headers=auth("ingest")) as client,
     ):
         r = await client.post(f"{one}/v1/batch", json={"batch": sent})
         assert r.status_code == 200, r.text
@@ -317,7 +317,7 @@ async def test_expiry_leaves_a_user_linked_meanwhile_to_the_release(
     calls = [track(user, datetime.now(UTC)) for _ in range(2)]
     async with (
         serve_app(create_app(settings)) as app_url,
-        httpx.AsyncClient(base_url=app_url, headers=auth("ingest")) as client,
+        http_client(base_url=app_url, headers=auth("ingest")) as client,
     ):
         r = await client.post(
             "/v1/batch", json={"batch": [*calls, track(stranger, datetime.now(UTC))]}

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
 from services.ingest.app import create_app
 from shared.broker import EmbeddedBroker
 from tests.ingest.conftest import ingest_settings
-from tests.support import auth, serve_app
+from tests.support import auth, http_client, serve_app
 
 
 async def test_rate_limit_per_write_key_answers_429_with_retry_after(
@@ -23,7 +21,7 @@ async def test_rate_limit_per_write_key_answers_429_with_retry_after(
         INGEST_RATE_BURST=3,
     )
     event = {"userId": "u", "event": "E", "groupId": "acct-rate"}
-    async with serve_app(create_app(settings)) as url, httpx.AsyncClient(base_url=url) as client:
+    async with serve_app(create_app(settings)) as url, http_client(base_url=url) as client:
         first_key, second_key = auth("ingest"), auth("ingest")
         answers = [
             (await client.post("/v1/track", json=event, headers=first_key)).status_code

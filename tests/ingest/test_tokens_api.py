@@ -21,7 +21,7 @@ from shared.auth import create_token, issue_token, key_id
 from shared.broker import EmbeddedBroker
 from shared.db import create_engine
 from tests.ingest.conftest import ingest_settings
-from tests.support import TEST_SECRET, auth, serve_app
+from tests.support import TEST_SECRET, auth, http_client, serve_app
 
 OLD_SECRET = "old-secret-0123456789abcdef-0123456789"
 DAY = timedelta(days=1)
@@ -53,7 +53,7 @@ async def admin(
 ) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         running_ingest(broker, db_url, tmp_path) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("admin"), timeout=10) as client,
+        http_client(base_url=url, headers=auth("admin"), timeout=10) as client,
     ):
         yield client
 
@@ -229,7 +229,7 @@ async def test_rotation_accepts_the_previous_secret_until_it_is_removed(
 
     async def answers(url: str, token: str) -> tuple[int, int]:
         headers = {"Authorization": f"Bearer {token}"}
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
+        async with http_client(base_url=url, headers=headers, timeout=10) as client:
             listing = (await client.get("/v1/tokens")).status_code
             tracked = (await client.post("/v1/track", json=event)).status_code
         return listing, tracked
@@ -238,7 +238,7 @@ async def test_rotation_accepts_the_previous_secret_until_it_is_removed(
     async with running_ingest(broker, db_url, tmp_path, **rotating) as url:
         assert await answers(url, old) == (200, 200)
         assert (await answers(url, legacy))[1] == 200
-        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {old}"}) as c:
+        async with http_client(base_url=url, headers={"Authorization": f"Bearer {old}"}) as c:
             r = await c.post("/v1/tokens", json={"scopes": ["admin"], "subject": "re-issued"})
         assert r.status_code == 201
         reissued = r.json()["token"]
@@ -249,7 +249,7 @@ async def test_rotation_accepts_the_previous_secret_until_it_is_removed(
         assert await answers(url, old) == (401, 401)
         assert (await answers(url, legacy))[1] == 401
         assert await answers(url, reissued) == (200, 200)
-        async with httpx.AsyncClient(base_url=url) as client:
+        async with http_client(base_url=url) as client:
             r = await client.get("/v1/tokens", headers={"Authorization": f"Bearer {old}"})
         assert "no longer accepted" in r.json()["detail"]
 

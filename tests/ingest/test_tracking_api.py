@@ -6,13 +6,12 @@ import base64
 import gzip
 import uuid
 
-import httpx
 import orjson
 
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.messages import AccountUpserted, ContactUpserted, UsageEvent
-from tests.support import auth, read_topic, token
+from tests.support import auth, http_client, read_topic, token
 
 
 def new_account() -> str:
@@ -23,7 +22,7 @@ async def test_track_lands_on_usage_topic_with_full_envelope(
     ingest: str, broker: EmbeddedBroker
 ) -> None:
     account = new_account()
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post(
             "/v1/track",
             json={
@@ -56,7 +55,7 @@ async def test_identify_and_group_make_accounts_messages(
     ingest: str, broker: EmbeddedBroker
 ) -> None:
     account = new_account()
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r1 = await client.post(
             "/v1/group",
             json={
@@ -110,12 +109,12 @@ async def test_identify_and_group_make_accounts_messages(
 
 async def test_event_without_account_is_kept_and_listed_as_pending(ingest: str) -> None:
     user = f"nobody-{uuid.uuid4()}"
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post("/v1/track", json={"userId": user, "event": "X"})
         refused = await client.get("/v1/pending")
     assert r.status_code == 200, r.text
     assert refused.status_code == 403  # the list needs the admin scope
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("admin")) as client:
+    async with http_client(base_url=ingest, headers=auth("admin")) as client:
         listed = await client.get("/v1/pending", params={"limit": 1000})
     assert listed.status_code == 200, listed.text
     [mine] = [u for u in listed.json()["items"] if u["user_key"] == f"u:{user}"]
@@ -140,7 +139,7 @@ async def test_partial_batch_publishes_the_valid_events(
         },
         "not an object",
     ]
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post("/v1/batch", json={"batch": batch})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -161,7 +160,7 @@ async def test_partial_batch_publishes_the_valid_events(
 
 
 async def test_all_invalid_batch_is_400(ingest: str) -> None:
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         r = await client.post(
             "/v1/batch", json={"batch": [{"type": "track"}, {"type": "track", "userId": "u"}]}
         )
@@ -180,7 +179,7 @@ async def test_gzip_body_and_decompressed_limits(ingest: str, broker: EmbeddedBr
     )
     bomb = gzip.compress(orjson.dumps({"batch": [], "pad": "x" * 2_000_000}))
     assert len(bomb) < 10_000
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         ok = await client.post(
             "/v1/batch",
             content=gzip.compress(body),
@@ -212,7 +211,7 @@ async def test_size_limits(ingest: str) -> None:
         "groupId": account,
         "properties": {f"k{i}": "v" * 1000 for i in range(40)},
     }
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         single = await client.post("/v1/track", json=big_event)
         batch = await client.post(
             "/v1/batch",
@@ -278,7 +277,7 @@ async def test_malformed_requests_get_named_4xx(ingest: str) -> None:
         ),
         (orjson.dumps({"userId": "u", "event": "X" * 300, "groupId": account}), 400, "event"),
     ]
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         for content, status, needle in cases:
             r = await client.post(
                 "/v1/track", content=content, headers={"Content-Type": "application/json"}
@@ -288,7 +287,7 @@ async def test_malformed_requests_get_named_4xx(ingest: str) -> None:
 
 
 async def test_group_traits_are_validated(ingest: str) -> None:
-    async with httpx.AsyncClient(base_url=ingest, headers=auth("ingest")) as client:
+    async with http_client(base_url=ingest, headers=auth("ingest")) as client:
         mrr = await client.post(
             "/v1/group", json={"userId": "u", "groupId": new_account(), "traits": {"mrr": "lots"}}
         )
@@ -303,7 +302,7 @@ async def test_auth_bearer_basic_writekey_and_scopes(ingest: str) -> None:
     account = new_account()
     event = {"userId": "u", "event": "Auth", "groupId": account}
     basic = base64.b64encode(f"{token('ingest')}:".encode()).decode()
-    async with httpx.AsyncClient(base_url=ingest) as client:
+    async with http_client(base_url=ingest) as client:
         none = await client.post("/v1/track", json=event)
         bad = await client.post("/v1/track", json=event, headers={"Authorization": "Bearer nope"})
         wrong_scope = await client.post("/v1/track", json=event, headers=auth("read"))
@@ -318,7 +317,7 @@ async def test_auth_bearer_basic_writekey_and_scopes(ingest: str) -> None:
 
 
 async def test_ops_endpoints(ingest: str) -> None:
-    async with httpx.AsyncClient(base_url=ingest) as client:
+    async with http_client(base_url=ingest) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
-
 from shared.broker import EmbeddedBroker
 from shared.messages import Recipient
 from tests.notify.conftest import (
@@ -17,7 +15,7 @@ from tests.notify.conftest import (
     publish,
     request,
 )
-from tests.support import auth
+from tests.support import auth, http_client
 
 BUILTIN_IDS = {
     "welcome",
@@ -46,7 +44,7 @@ async def test_templates_crud_validation_preview_and_use(
     harness: NotifyHarness, smtp: SmtpServer, broker: EmbeddedBroker
 ) -> None:
     base = await harness.start()
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with http_client(base_url=base) as client:
         assert (await client.get("/v1/templates")).status_code == 401
         listed = await client.get("/v1/templates", headers=auth("read"))
         assert {t["id"] for t in listed.json()} >= BUILTIN_IDS
@@ -141,7 +139,7 @@ async def test_suppressions_and_delivery_filters(
 ) -> None:
     base = await harness.start()
     account, ada, bob = new_account(), new_email("ada"), new_email("bob")
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with http_client(base_url=base) as client:
         body = {"email": bob.upper(), "reason": "manual", "note": "asked by phone"}
         assert (
             await client.post("/v1/suppressions", json=body, headers=auth("read"))

@@ -9,7 +9,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select, text
 
@@ -18,7 +17,7 @@ from shared.auth import create_token, verify_token
 from shared.db import create_engine, create_sessionmaker
 from shared.migrations import upgrade_async
 from tests.notify.conftest import NotifyHarness, new_email
-from tests.support import TEST_SECRET
+from tests.support import TEST_SECRET, http_client
 
 HOOK = "https://hooks.slack.com/services/T0NOTIFY/B0NOTIFY/notifyhooksecret42"
 SLACK_TOKEN = "xoxb-1234567890-notifyslacksecret"
@@ -63,7 +62,7 @@ async def test_template_and_suppression_changes_are_audited_without_secrets(
     admin, admin_id, admin_token = bearer("admin", "ops-erin")
     writer, writer_id, writer_token = bearer("write", "csm-finn")
     email = new_email()
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+    async with http_client(base_url=base, timeout=30) as c:
         r = await c.post("/v1/templates", json=TEMPLATE, headers=admin)
         assert r.status_code == 201, r.text
         changed = {k: v for k, v in TEMPLATE.items() if k != "id"} | {"name": "Ops ping 2"}
@@ -122,7 +121,7 @@ async def test_a_failed_audit_write_is_logged_and_the_action_stands(
     admin, _, token = bearer("admin", "ops-gail")
     email = new_email()
     failures = AUDIT_WRITE_FAILURES._value.get()
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+    async with http_client(base_url=base, timeout=30) as c:
         body = {"email": email, "note": f"hook {HOOK} pw {PASSWORD}"}
         r = await c.post("/v1/suppressions", json=body, headers=admin)
         assert r.status_code == 201, r.text
@@ -159,7 +158,7 @@ async def test_rows_past_the_retention_are_pruned_at_start(harness: NotifyHarnes
     await engine.dispose()
     base = await harness.start(AUDIT_RETENTION_DAYS=30)
     admin, _, _ = bearer("admin", "ops-hal")
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+    async with http_client(base_url=base, timeout=30) as c:
         deadline = time.monotonic() + 20
         while True:
             r = await c.get("/v1/audit", headers=admin)
@@ -177,7 +176,7 @@ async def test_writes_past_the_burst_get_429_per_token(harness: NotifyHarness) -
     first, _, _ = bearer("write", "burst-ivy")
     other, _, _ = bearer("write", "burst-jo")
     admin, _, _ = bearer("admin", "ops-kim")
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+    async with http_client(base_url=base, timeout=30) as c:
         for _ in range(3):
             r = await c.post("/v1/suppressions", json={"email": new_email()}, headers=first)
             assert r.status_code == 201, r.text

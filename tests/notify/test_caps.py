@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -35,7 +34,7 @@ from tests.notify.conftest import (
     publish,
     request,
 )
-from tests.support import auth
+from tests.support import auth, http_client
 
 WINDOW = 4.0  # seconds: NOTIFY_ACCOUNT_CAP_WINDOW in the first test
 
@@ -69,7 +68,7 @@ async def test_the_account_cap_defers_the_extra_email_and_sends_it_when_the_wind
     async def all_sent() -> dict[tuple[str, str], dict[str, Any]] | None:
         """The account's deliveries once each is stored as sent (the SMTP server sees a
         message a moment before the worker records it)."""
-        async with httpx.AsyncClient(base_url=base) as client:
+        async with http_client(base_url=base) as client:
             r = await client.get(
                 "/v1/deliveries", params={"account_id": account, "limit": 10}, headers=auth("read")
             )

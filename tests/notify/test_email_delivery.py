@@ -6,8 +6,6 @@ import re
 import time
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
-
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.messages import DeliveryChanged, Recipient
@@ -19,7 +17,7 @@ from tests.notify.conftest import (
     publish,
     request,
 )
-from tests.support import auth, read_topic
+from tests.support import auth, http_client, read_topic
 
 
 async def deliveries_for(
@@ -98,7 +96,7 @@ async def test_one_click_unsubscribe_suppresses_and_publishes(
     )
     token = parse_qs(parts.query)["token"][0]
 
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with http_client(base_url=base) as client:
         page = await client.get("/v1/unsubscribe", params={"token": token})
         assert page.status_code == 200 and "Unsubscribe" in page.text
         assert (

@@ -9,8 +9,6 @@ import uuid
 from email.message import EmailMessage
 from typing import Any
 
-import httpx
-
 from services.playbooks.flows import recipients_json
 from services.playbooks.library import builtin_templates as playbook_library
 from services.playbooks.outbound import ContactFacts, CsmFacts, DueStep, build_request
@@ -19,7 +17,7 @@ from shared.broker import EmbeddedBroker
 from shared.messages import NotifyRequested
 from tests.notify.conftest import NotifyHarness, SmtpServer, new_account, new_email, publish
 from tests.playbooks.conftest import until
-from tests.support import auth
+from tests.support import auth, http_client
 
 # A name some old sender put in the shared context: it must reach nobody.
 STRANGER = "Mallory"
@@ -125,7 +123,7 @@ async def test_a_template_naming_a_contact_who_is_not_the_recipient_is_a_422(
             "contacts",
         ),
     ]
-    async with httpx.AsyncClient(base_url=base, headers=auth("admin")) as client:
+    async with http_client(base_url=base, headers=auth("admin")) as client:
         for parts, field, name in bad:
             body = {"id": f"t-{uuid.uuid4().hex[:6]}", "name": "T", "channel": "email", **parts}
             r = await client.post("/v1/templates", json=body)
@@ -169,7 +167,7 @@ async def test_odd_templates_and_preview_recipients_are_a_422_not_a_500(
 ) -> None:
     base = await harness.start()
     nested = "{% if x %}" * 400 + "y" + "{% endif %}" * 400  # deeper than Python recurses
-    async with httpx.AsyncClient(base_url=base, headers=auth("admin")) as client:
+    async with http_client(base_url=base, headers=auth("admin")) as client:
         body = {"id": f"n-{uuid.uuid4().hex[:6]}", "name": "N", "channel": "email"}
         r = await client.post("/v1/templates", json={**body, "subject": "s", "text": nested})
         assert r.status_code == 422, r.text

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import httpx
-
 from shared.broker import EmbeddedBroker
 from shared.messages import Recipient
 from tests.notify.conftest import (
@@ -20,7 +18,7 @@ from tests.notify.conftest import (
 )
 from tests.notify.test_email_delivery import deliveries_for
 from tests.notify.test_slack_delivery import SlackStandIn
-from tests.support import auth, serve_app
+from tests.support import auth, http_client, serve_app
 
 
 async def test_one_bad_address_fails_alone_and_is_published(
@@ -63,7 +61,7 @@ async def test_one_bad_address_fails_alone_and_is_published(
         e.recipient or "" for e in events if e.idempotency_key == hopeless.idempotency_key
     ) == ["@", "none"]
 
-    async with httpx.AsyncClient(base_url=base, headers=auth("read")) as client:
+    async with http_client(base_url=base, headers=auth("read")) as client:
         rows = (await client.get("/v1/deliveries", params={"account_id": account})).json()["items"]
     by_contact = {r["contact_id"]: r for r in rows if r["contact_id"]}
     assert by_contact["c-na"]["status"] == "failed"

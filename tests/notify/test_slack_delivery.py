@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -17,7 +16,7 @@ from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.messages import DeliveryChanged, Recipient
 from tests.notify.conftest import NotifyHarness, new_account, publish, request
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 
 @dataclass
@@ -85,7 +84,7 @@ async def test_429_then_500_then_200_sends_once_after_the_right_waits(
             count=3,
             settle=1.0,
         )
-        async with httpx.AsyncClient(base_url=base, headers=auth("read")) as client:
+        async with http_client(base_url=base, headers=auth("read")) as client:
             log = (await client.get("/v1/deliveries", params={"account_id": account})).json()
     calls = slack.to(channel)
     assert len(calls) == 3  # one message, delivered by the third attempt, never again
@@ -195,7 +194,7 @@ async def test_the_configured_webhook_url_end_to_end(
                 settle=0.5,
             )
         ]
-        async with httpx.AsyncClient(base_url=base, headers=auth("read")) as client:
+        async with http_client(base_url=base, headers=auth("read")) as client:
             [row] = (await client.get("/v1/deliveries", params={"account_id": account})).json()[
                 "items"
             ]

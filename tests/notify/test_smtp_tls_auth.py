@@ -12,7 +12,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -35,7 +34,7 @@ from tests.notify.conftest import (
     publish,
     request,
 )
-from tests.support import auth
+from tests.support import auth, http_client
 
 USER, PASSWORD = "mailer", "s3cret-pass"
 
@@ -135,7 +134,7 @@ async def test_starttls_and_auth_end_to_end(
         )
         await publish(broker, account, request(to=[Recipient(email=ada)]))
         [got] = await server.inbox.wait_for(ada, 1)
-        async with httpx.AsyncClient(base_url=base, headers=auth("read")) as client:
+        async with http_client(base_url=base, headers=auth("read")) as client:
             deadline, row = time.monotonic() + 10, {}
             while time.monotonic() < deadline and row.get("status") != "sent":
                 items = (await client.get("/v1/deliveries", params={"account_id": account})).json()

@@ -10,8 +10,6 @@ import re
 import time
 from pathlib import Path
 
-import httpx
-
 from shared import topics
 from shared.broker import EmbeddedBroker
 from shared.messages import DeliveryChanged, Recipient
@@ -24,7 +22,7 @@ from tests.notify.conftest import (
     publish,
     request,
 )
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 
 async def events_of(broker: EmbeddedBroker, account: str, count: int) -> list[DeliveryChanged]:
@@ -60,7 +58,7 @@ async def test_open_and_click_through_signed_links_only(
     assert "uptake.dev/docs" not in html.split("<body")[1].split("Unsubscribe")[0].replace(
         click.group(0), ""
     )  # the only outbound link went through the redirect
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with http_client(base_url=base) as client:
         for _ in range(2):  # a second open is not a second event
             r = await client.get(pixel.group(1))
             assert r.status_code == 200 and r.headers["content-type"] == "image/gif"
@@ -140,7 +138,7 @@ async def test_dev_outbox_without_smtp_or_slack(broker: EmbeddedBroker, tmp_path
             request(channel="slack", template_id="alert-owner-slack", to=[]),
         )
         outbox = tmp_path / "outbox"
-        async with httpx.AsyncClient(base_url=base, headers=auth("read")) as client:
+        async with http_client(base_url=base, headers=auth("read")) as client:
             deadline = time.monotonic() + 15
             while time.monotonic() < deadline:
                 rows = (await client.get("/v1/deliveries", params={"account_id": account})).json()

@@ -26,7 +26,7 @@ from shared.broker import EmbeddedBroker
 from shared.envelope import Envelope, wrap
 from shared.kafka import Publisher
 from shared.messages import AccountUpserted, AlertChanged, ContactUpserted, NotifyRequested
-from tests.support import auth, read_topic, serve_app, skip_to_end
+from tests.support import auth, http_client, read_topic, serve_app, skip_to_end
 
 
 @dataclass
@@ -169,7 +169,7 @@ async def running(
     try:
         async with (
             serve_app(app) as url,
-            httpx.AsyncClient(base_url=url, headers=auth("admin"), timeout=20) as client,
+            http_client(base_url=url, headers=auth("admin"), timeout=20) as client,
         ):
             yield Playbooks(url, app, clock, publisher, client, broker.bootstrap_servers, db_url)
     finally:

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
 from services.playbooks.app import create_app, scheduler_config
@@ -21,7 +20,7 @@ from shared.broker import EmbeddedBroker
 from shared.db import create_engine, create_sessionmaker
 from shared.kafka import Publisher
 from tests.playbooks.conftest import Clock, Playbooks, playbooks_settings, skip_to_end, until
-from tests.support import auth, read_topic, serve_app
+from tests.support import auth, http_client, read_topic, serve_app
 
 ACCOUNTS = 40
 
@@ -56,7 +55,7 @@ async def test_two_schedulers_racing_on_postgres_send_each_due_step_once(
     await publisher.start()
     async with (
         serve_app(app) as url,
-        httpx.AsyncClient(base_url=url, headers=auth("admin")) as client,
+        http_client(base_url=url, headers=auth("admin")) as client,
     ):
         playbooks = Playbooks(url, app, clock, publisher, client, broker.bootstrap_servers, db_url)
         await _start_groups(playbooks, prefix)

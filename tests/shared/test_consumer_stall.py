@@ -23,7 +23,7 @@ from shared.broker import EmbeddedBroker
 from shared.envelope import wrap
 from shared.kafka import ConsumerRunner, Publisher, Record, ensure_topics
 from shared.messages import NotifyRequested, Recipient
-from tests.support import serve_app
+from tests.support import http_client, serve_app
 
 
 class Note(BaseModel):
@@ -203,7 +203,7 @@ async def test_a_service_whose_consumer_hangs_on_its_database_is_not_ready(
     check = f"consumer:{group}"
     async with (
         serve_app(create_notify_app(settings)) as url,
-        httpx.AsyncClient(base_url=url, timeout=10) as client,
+        http_client(base_url=url, timeout=10) as client,
     ):
 
         async def readyz() -> tuple[int, dict[str, Any]]:

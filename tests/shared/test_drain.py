@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import orjson
 import psutil
 import pytest
@@ -32,7 +31,7 @@ from shared.drain import PROBE_GRACE, drain_system
 from shared.services import available_services
 from shared.settings import BaseServiceSettings
 from shared.supervisor import System
-from tests.support import TEST_SECRET, port_open, wait_ready
+from tests.support import TEST_SECRET, http_client_sync, port_open, wait_ready
 
 ACCOUNTS = [f"acct-drain-{i}" for i in range(20)]
 BATCH = 2000  # events per /v1/batch call (~300 KB before gzip: under the 500 KB cap)
@@ -162,7 +161,7 @@ def _post_all(run: Run, n: int, tag: str) -> None:
         "Content-Type": "application/json",
         "Content-Encoding": "gzip",
     }
-    with httpx.Client(base_url=run.url("ingest"), headers=headers, timeout=30) as client:
+    with http_client_sync(base_url=run.url("ingest"), headers=headers, timeout=30) as client:
 
         def post(body: bytes) -> None:
             response = client.post("/v1/batch", content=body)
@@ -177,7 +176,7 @@ def _events_in_health(run: Run, accounts: list[str] = ACCOUNTS) -> int:
     """Health's 'events' rollups (every event counted), summed over the test's accounts."""
     token = create_token(TEST_SECRET, scopes=["read"], subject="drain-test")
     total = 0
-    with httpx.Client(
+    with http_client_sync(
         base_url=run.url("health"), headers={"Authorization": f"Bearer {token}"}, timeout=10
     ) as client:
         for account in accounts:

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
 
 from shared.http import IsoDate, IsoDatetime, install_error_handlers, strict_request
+from tests.support import http_client
 
 
 class Note(BaseModel):
@@ -44,7 +45,7 @@ def app() -> FastAPI:
 
 async def test_strict_request_and_allow_header() -> None:
     transport = httpx.ASGITransport(app=app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with http_client(transport=transport, base_url="http://t") as client:
         assert (await client.get("/items", params={"status": "open"})).status_code == 200
         typo = await client.get("/items", params={"stauts": "open"})
         assert typo.status_code == 422 and typo.json()["detail"][0]["loc"] == ["query", "stauts"]
@@ -68,7 +69,7 @@ async def test_iso_dates_out_of_range_are_a_422_naming_the_field() -> None:
         return {"on": on.isoformat(), "at": at.isoformat() if at else ""}
 
     transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with http_client(transport=transport, base_url="http://t") as client:
         ok = await client.get("/day", params={"on": "2026-03-01", "at": "2026-03-01T10:00:00Z"})
         assert ok.json() == {"on": "2026-03-01", "at": "2026-03-01T10:00:00+00:00"}
         for params, field in (
@@ -91,7 +92,7 @@ async def test_a_422_echoing_an_infinite_number_is_still_a_422() -> None:
         return body
 
     transport = httpx.ASGITransport(app=application)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with http_client(transport=transport, base_url="http://t") as client:
         for raw in (b'{"mrr": 1e400}', b'{"mrr": -1e400}', b'{"mrr": NaN}'):
             r = await client.post(
                 "/money", content=raw, headers={"content-type": "application/json"}

@@ -28,7 +28,7 @@ from tests.health.conftest import health_settings
 from tests.ingest.conftest import ingest_settings
 from tests.notify.conftest import notify_settings
 from tests.playbooks.conftest import playbooks_settings
-from tests.support import TEST_SECRET, auth, serve_app
+from tests.support import TEST_SECRET, auth, http_client, serve_app
 
 REVOKED_WITHIN = 5.0
 # One read-guarded endpoint per service (an admin token holds every scope).
@@ -101,12 +101,12 @@ async def _status(client: httpx.AsyncClient, url: str, token: str) -> httpx.Resp
 async def _track(base: str, write_key: str) -> httpx.Response:
     """The tracking fast lane checks write keys its own way (key in the body here)."""
     event = {"userId": "u", "event": "e", "groupId": "acct-revoke", "writeKey": write_key}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with http_client(timeout=30) as client:
         return await client.post(f"{base}/v1/track", json=event)
 
 
 async def assert_accepted_everywhere(urls: dict[str, str], token: str) -> None:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with http_client(timeout=30) as client:
         for name, base in urls.items():
             r = await _status(client, base + probe(name), token)
             assert r.status_code == 200, (name, r.text)
@@ -125,15 +125,13 @@ async def assert_refused_within(urls: dict[str, str], token: str, *, since: floa
             assert time.monotonic() - since < REVOKED_WITHIN, f"{name} still accepts it"
             await asyncio.sleep(0.05)
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with http_client(timeout=30) as client:
         took = await asyncio.gather(*(refused(client, n, u) for n, u in urls.items()))
     assert max(took) < REVOKED_WITHIN, dict(zip(urls, took, strict=True))
 
 
 async def test_rest_revocation_reaches_every_service_and_later_ones(system: System) -> None:
-    async with httpx.AsyncClient(
-        base_url=system.urls["ingest"], headers=auth("admin"), timeout=30
-    ) as c:
+    async with http_client(base_url=system.urls["ingest"], headers=auth("admin"), timeout=30) as c:
         r = await c.post("/v1/tokens", json={"scopes": ["admin"], "subject": "to-revoke"})
         assert r.status_code == 201, r.text
         token, token_id = r.json()["token"], r.json()["id"]
@@ -152,7 +150,7 @@ async def test_rest_revocation_reaches_every_service_and_later_ones(system: Syst
 
     # A service (and an ingest replica) started after the revocation refuses it at once.
     later = {"health": await system.start("health"), "ingest": await system.start("ingest")}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with http_client(timeout=30) as client:
         for name, base in later.items():
             r = await _status(client, base + probe(name), token)
             assert (r.status_code, r.json()["detail"]) == (401, "token revoked"), name
@@ -200,9 +198,7 @@ async def test_a_token_unknown_to_the_registry_can_be_revoked_by_id(system: Syst
     )
     await assert_accepted_everywhere(system.urls, legacy)
     started = time.monotonic()
-    async with httpx.AsyncClient(
-        base_url=system.urls["ingest"], headers=auth("admin"), timeout=30
-    ) as c:
+    async with http_client(base_url=system.urls["ingest"], headers=auth("admin"), timeout=30) as c:
         r = await c.post(f"/v1/tokens/{legacy_id}/revoke")
     assert r.status_code == 200, r.text
     await assert_refused_within(system.urls, legacy, since=started)
@@ -220,7 +216,7 @@ async def test_tokens_used_only_on_other_services_show_their_last_use_in_the_reg
     admin = {"Authorization": f"Bearer {create_token(TEST_SECRET, scopes=['admin'])}"}
     outside = create_token(TEST_SECRET, scopes=["read"], subject="script@example.com")
     outside_id = verify_token(TEST_SECRET, outside).token_id
-    async with httpx.AsyncClient(timeout=30) as c:
+    async with http_client(timeout=30) as c:
         r = await c.post(
             f"{ingest}/v1/tokens", json={"scopes": ["read"], "subject": "csm@x.test"}, headers=admin
         )
