@@ -17,8 +17,6 @@ import sys
 import time
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
 from bench.churn_sim import MECHANISMS, Simulation, labels, simulate
 from services.health.config import ScoringParams
@@ -116,6 +114,11 @@ def by_mechanism(safety: np.ndarray, label: np.ndarray, mech: np.ndarray) -> dic
 
 def evaluate(sim: Simulation) -> dict[str, dict[str, dict[str, float]]]:
     """AUC per column and mechanism: ``{"all": {...}, "held_out": {...}}``."""
+    # here, not at the top: the test suite imports this module on every worker (a second
+    # of CPU each for scikit-learn) and only one test evaluates
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     rows = observe(sim)
     label, mech, obs = rows["label"], rows["mech"], rows["obs"]
     test = obs >= obs.max() - HELD_OUT + 1
