@@ -30,8 +30,11 @@ async def run() -> bool:
     async with standalone_system() as running:
         await steady_load(running.url("ingest"), accounts=40, rate=500, seconds=5, prefix="warm")
         measured = await capacity(running.url("ingest"), seconds=10)
-        rate = measured * SHARE
-        print(f"ingest capacity {measured:,.0f} events/s; soaking at {rate:,.0f} events/s")
+        rate = measured.rate * SHARE
+        print(
+            f"ingest capacity {measured.rate:,.0f} events/s (batches refused: "
+            f"{measured.refused or 'none'}); soaking at {rate:,.0f} events/s"
+        )
         result = await soak(running, seconds=SECONDS, rate=rate, on_mark=_print_mark)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -8,7 +8,6 @@ they hold one of these instead, and keep their own extra stop steps (a final flu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -28,6 +27,22 @@ async def wait_for_event(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel these tasks and wait until they have finished. Their own cancellation is
+    expected and dropped; an error they died of is raised. A cancellation of the caller
+    itself (a shutdown deadline) goes on up: ``suppress(CancelledError)`` around the await
+    swallowed it with theirs, and the caller carried on past its deadline."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+
 class BackgroundTask:
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
@@ -39,6 +54,4 @@ class BackgroundTask:
         """Cancel and wait for the task; a no-op before start. An error it died of
         (other than the cancellation) is raised here."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)

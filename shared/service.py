@@ -14,7 +14,6 @@ runs on until the SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -33,6 +32,7 @@ from starlette.types import ASGIApp
 from shared.audit import AuditMiddleware, AuditPruner
 from shared.audit_api import audit_router
 from shared.auth import Authenticator, guarded
+from shared.background import cancel_and_wait
 from shared.db import create_engine, create_sessionmaker, ping
 from shared.http import ErrorOut, install_error_handlers, iter_routes
 from shared.kafka import ConsumerRunner, Publisher, wait_for_broker
@@ -235,9 +235,7 @@ def create_service_app(
             if drain_signal is not None:
                 loop.remove_signal_handler(drain_signal)
             if runtime._drain_task is not None and not runtime._drain_task.done():
-                runtime._drain_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await runtime._drain_task
+                await cancel_and_wait(runtime._drain_task)
             for component in reversed(runtime.components):
                 try:
                     await component.stop()

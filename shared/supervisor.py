@@ -10,7 +10,6 @@ supervisor, which decides the order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import httpx
 import structlog
 
 from shared import topics
-from shared.background import wait_for_event
+from shared.background import cancel_and_wait, wait_for_event
 from shared.broker import EmbeddedBroker
 from shared.drain import drain_system
 from shared.kafka import ensure_topics
@@ -137,9 +136,7 @@ async def _until_done_or_stopped(
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         return False
     value = task.result()
     return bool(value) if result else True

@@ -5,7 +5,6 @@ schedule for everyone (the days move on even when no events arrive).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -16,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.health import repository as repo
 from services.health.recompute import Recomputer
-from shared.background import wait_for_event
+from shared.background import cancel_and_wait, wait_for_event
 
 log = structlog.get_logger(__name__)
 
@@ -100,11 +99,7 @@ class RecomputeScheduler:
     async def stop(self) -> None:
         if self._wake is not None:
             self._wake.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     def live_delay(self) -> float:
         """How long live traffic waits for its rescoring: longer after a long run."""

@@ -36,3 +36,33 @@ async def test_wait_for_event_says_whether_it_was_set() -> None:
     assert await wait_for_event(event, 0.01) is False
     event.set()
     assert await wait_for_event(event, 5) is True
+
+
+async def test_stop_passes_on_a_cancellation_of_its_caller() -> None:
+    """A task that takes its time to wind down, and a caller cancelled while it waits (a
+    shutdown deadline): the caller is cancelled, not returned to as if stopped."""
+    winding_down = asyncio.Event()
+
+    async def run() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            winding_down.set()
+            await asyncio.sleep(0.5)  # a final flush
+            raise
+
+    background = BackgroundTask()
+    background.start("slow-stop", run)
+    await asyncio.sleep(0)
+    after_stop: list[str] = []
+
+    async def caller() -> None:
+        await background.stop()
+        after_stop.append("carried on")
+
+    stopping = asyncio.create_task(caller())
+    await winding_down.wait()
+    stopping.cancel()
+    done, _ = await asyncio.wait({stopping}, timeout=2)
+    assert stopping in done and stopping.cancelled(), "stop() swallowed its caller's cancel"
+    assert after_stop == []
