@@ -8,7 +8,9 @@ UV_VERSION := 0.13.9
 # the CPU idle; fresh clones ran pytest in 561-582 s with 7 and 537-543 s with 8 (each test
 # slower, more of them at once). TEST_WORKERS=0 runs it serially. Each worker picks server
 # ports from a range of its own (tests/conftest.py). UPTAKE_TEST_CPU=<file> writes each
-# test's CPU seconds, worker and times, to see where the time goes.
+# test's CPU seconds, worker and times, to see where the time goes. --no-loadscope-reorder:
+# xdist hands out the work in tests/conftest.py's order (whole-system runs and shared-fixture
+# groups first), not biggest group first (which started `uptake demo` three minutes in).
 TEST_WORKERS ?= 8
 # The suite starts some hundred Python processes (services, CLIs, workers): with
 # PYTHONDONTWRITEBYTECODE set (as on CI machines), each compiled every module it imported
@@ -45,7 +47,7 @@ typecheck: install
 	$(BIN)/mypy
 
 test: install tools lint typecheck ## lint, types, and the whole suite
-	$(CACHE_BYTECODE) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(CACHE_BYTECODE) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25
 
 bench: install tools ## benchmarks: prints figures and ratios (not a test)
 	$(CACHE_BYTECODE) $(BIN)/python -m bench
