@@ -6,7 +6,7 @@ UV := $(BIN)/uv
 UV_VERSION := 0.13.9
 # pytest-xdist workers: 8 on 2 cores. Much of the suite waits on timers: 5 left a third of
 # the CPU idle; fresh clones ran pytest in 561-582 s with 7 and 537-543 s with 8 (each test
-# slower, more of them at once). TEST_WORKERS=0 runs it serially. Each worker picks server
+# slower, more of them at once), and in 360-380 s once the shared fixtures were shared. TEST_WORKERS=0 runs it serially. Each worker picks server
 # ports from a range of its own (tests/conftest.py). UPTAKE_TEST_CPU=<file> writes each
 # test's CPU seconds, worker and times, to see where the time goes. --no-loadscope-reorder:
 # xdist hands out the work in tests/conftest.py's order (whole-system runs and shared-fixture
