@@ -28,19 +28,19 @@ async def wait_for_event(event: asyncio.Event, timeout: float) -> bool:
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel these tasks and wait until they have finished. Their own cancellation is
-    expected and dropped; an error they died of is raised. A cancellation of the caller
-    itself (a shutdown deadline) goes on up: ``suppress(CancelledError)`` around the await
-    swallowed it with theirs, and the caller carried on past its deadline."""
+    """Cancel these tasks and wait until every one has finished; the first error one died
+    of (other than its cancellation) is raised then. A cancellation of the caller (a
+    shutdown deadline) goes on up at once: ``suppress(CancelledError)`` around awaiting
+    a cancelled task swallowed it with the task's own, and the caller carried on past its
+    deadline. A caller already being cancelled (cleaning up in ``finally``) still waits."""
     for task in tasks:
         task.cancel()
+    if not tasks:
+        return
+    await asyncio.wait(tasks)  # raises only if the caller is cancelled while it waits
     for task in tasks:
-        try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
 
 
 class BackgroundTask:

@@ -59,12 +59,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
 
-    def order(item: pytest.Item) -> int:
+    def rank(item: pytest.Item) -> int:
         if item.nodeid.startswith(HEAVY):
             return 0
         return 1 if item.get_closest_marker("xdist_group") else 2
 
-    items.sort(key=order)
+    def unit(item: pytest.Item) -> str:
+        path = item.nodeid.split("::", 1)[0]
+        return _group(path) or path
+
+    # a group's modules (and each module's tests) stay together, in collection order: a
+    # serial run tears a shared fixture down before the next module starts
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(unit(item), index)
+    items.sort(key=lambda item: (rank(item), first[unit(item)]))
 
 
 os.environ.setdefault("UPTAKE_SECRET", TEST_SECRET)

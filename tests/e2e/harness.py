@@ -150,15 +150,22 @@ async def running_system(
 
 
 @contextlib.asynccontextmanager
-async def standalone_system(*, fast_loops: bool = True, **extra_env: str) -> AsyncIterator[Running]:
-    """The whole system in a temporary folder with its own SMTP server (for benchmarks)."""
+async def system_in(
+    data: Path, *, fast_loops: bool = True, **extra_env: str
+) -> AsyncIterator[Running]:
+    """The whole system with its own SMTP server, its logs and data under ``data``."""
     smtp = SmtpSink()
     smtp.controller.start()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            async with running_system(
-                Path(tmp), smtp, fast_loops=fast_loops, **extra_env
-            ) as running:
-                yield running
+        async with running_system(data, smtp, fast_loops=fast_loops, **extra_env) as running:
+            yield running
     finally:
         smtp.controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def standalone_system(*, fast_loops: bool = True, **extra_env: str) -> AsyncIterator[Running]:
+    """The whole system in a temporary folder (for benchmarks)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with system_in(Path(tmp), fast_loops=fast_loops, **extra_env) as running:
+            yield running

@@ -125,6 +125,7 @@ async def capacity(ingest: str, *, seconds: float = 5.0, concurrency: int = 8) -
                     r = await client.post("/v1/batch", json={"batch": events})
                 except httpx.TransportError as exc:
                     refused[type(exc).__name__] += 1
+                    await asyncio.sleep(0.05)  # not flat out against a server that is down
                     continue
                 if r.status_code == 200:
                     accepted += len(events)
@@ -133,6 +134,8 @@ async def capacity(ingest: str, *, seconds: float = 5.0, concurrency: int = 8) -
 
         started = time.monotonic()
         await asyncio.gather(*(poster(w) for w in range(concurrency)))
+    if not accepted:
+        raise RuntimeError(f"ingest accepted no batch in {seconds:.0f} s: {dict(refused)}")
     return Capacity(accepted / (time.monotonic() - started), dict(refused))
 
 

@@ -23,16 +23,16 @@ from tests.e2e.flows import (
     make_csm,
     post_calls,
 )
-from tests.e2e.harness import Running, standalone_system
+from tests.e2e.harness import Running, system_in
 from tests.support import auth, http_client
 
 ACCOUNTS_PER_VICTIM = 4
 
 
 @pytest.fixture(scope="module")
-async def running() -> AsyncIterator[Running]:
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     """A system of this module's own: its tests kill services and stall the broker."""
-    async with standalone_system() as system:
+    async with system_in(tmp_path_factory.mktemp("e2e-faults")) as system:
         yield system
 
 

@@ -130,7 +130,7 @@ async def test_a_send_interrupted_by_a_crash_is_resent_with_the_same_message_id(
     await harness.start()
     [got] = await smtp.inbox.wait_for(crashed, 1)
     assert got.message["Message-ID"] == f"<{rows[0]['id']}@acme.test>"
-    await asyncio.sleep(0.5)  # several worker ticks: the held lease is respected
+    await asyncio.sleep(1.0)  # several worker ticks (0.2 s apart): the held lease holds
     assert smtp.inbox.to(busy) == []
 
 

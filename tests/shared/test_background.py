@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.background import BackgroundTask, wait_for_event
+from shared.background import BackgroundTask, cancel_and_wait, wait_for_event
 
 
 async def test_a_loop_cancelled_as_its_event_is_set_stops() -> None:
@@ -66,3 +66,50 @@ async def test_stop_passes_on_a_cancellation_of_its_caller() -> None:
     done, _ = await asyncio.wait({stopping}, timeout=2)
     assert stopping in done and stopping.cancelled(), "stop() swallowed its caller's cancel"
     assert after_stop == []
+
+
+async def test_cleanup_after_a_cancel_still_stops_every_task() -> None:
+    """A caller cancelled earlier, stopping its tasks in ``finally`` (a lifespan cancelled
+    at exit): every task is waited for and the cleanup after it runs; an error one task
+    died of is raised once the others have finished too."""
+    stopped: list[str] = []
+
+    async def slow(name: str) -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.05)  # winds down
+            stopped.append(name)
+
+    async def failing() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise ValueError("died stopping") from None
+
+    cleaned: list[str] = []
+
+    async def owner() -> None:
+        tasks = [asyncio.create_task(slow("a")), asyncio.create_task(slow("b"))]
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await cancel_and_wait(*tasks)
+            cleaned.append("after the tasks")
+
+    task = asyncio.create_task(owner())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.wait({task}, timeout=2)
+    assert task.cancelled()
+    assert sorted(stopped) == ["a", "b"] and cleaned == ["after the tasks"]
+
+    first, second = asyncio.create_task(failing()), asyncio.create_task(slow("c"))
+    await asyncio.sleep(0)
+    try:
+        await cancel_and_wait(first, second)
+    except ValueError as exc:
+        assert str(exc) == "died stopping"
+    else:
+        raise AssertionError("the task's error was not raised")
+    assert second.done() and "c" in stopped
