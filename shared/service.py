@@ -302,6 +302,13 @@ def runtime_of(request: Request) -> ServiceRuntime:
 
 
 GRACEFUL_SHUTDOWN_SECONDS = 20  # requests in hand at SIGTERM; deploy/k8s grace covers it
+# How long an idle HTTP connection stays open. uvicorn's 5 s default equals httpx's own
+# pool expiry: a client sending on its connection as the server closed it got "Server
+# disconnected without sending a response" (the demo's settle loop, the console's API
+# calls; measured, 3 in 120 requests 5 s apart). A server must keep idle connections
+# longer than its clients and load balancers do (60 s on a cloud load balancer's idle
+# timeout, 5 s in httpx): then the client always closes first.
+KEEP_ALIVE_SECONDS = 75
 
 
 def serve(app: Any, *, host: str, port: int) -> None:
@@ -319,5 +326,6 @@ def serve(app: Any, *, host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         proxy_headers=False,
     )
