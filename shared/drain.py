@@ -5,7 +5,11 @@ when it stops is gone (60,000 events posted, SIGTERM at once: health held 58,940
 restart). So a stop goes, within ``UPTAKE_DRAIN_TIMEOUT``:
 
 1. ingest drains (SIGUSR1): tracking calls get 503 + ``Retry-After``, the calls in hand
-   answer, linked users' parked events are released; its ``/readyz`` says when.
+   answer, linked users' parked events are released; its ``/readyz`` says when. Then the
+   consumer services drain too: playbooks' scheduler holds due steps and notify's worker
+   holds queued sends for the next start (their consumers go on). playbooks and notify
+   feed each other (requests one way, delivery results back), so one of them always
+   stops first: without this, notify's last results came after playbooks had stopped.
 2. Services stop in pipeline order (ingest, health, playbooks, notify), each once every
    consumer group still running has committed the true end of its topics on consecutive
    checks -- so what the drain itself produces downstream (health -> alerts -> playbooks ->
@@ -62,12 +66,17 @@ def consumer_groups(system: System) -> dict[str, tuple[str, tuple[str, ...]]]:
     }
 
 
+# The services whose drain holds work back for the next start (their drain hooks); the
+# others have nothing to hold (and the console no drain: the signal would end it).
+HOLD_WORK = ("playbooks", "notify")
+
+
 async def drain_system(system: System, *, timeout: float, say: Print = _say) -> bool:
     """Drain and stop every service (not the broker). True when nothing was left behind."""
     started = time.monotonic()
     deadline = started + timeout
     say(f"stopping: draining first (up to {timeout:g} s; a second Ctrl-C stops at once)")
-    await _drain_ingest(system, deadline, say)
+    await _drain_intake(system, deadline, say)
     groups = consumer_groups(system)
     probe = LagProbe(system.env["KAFKA_BOOTSTRAP_SERVERS"], dict(groups.values()))
     left: Lag | None = None
@@ -117,25 +126,50 @@ def _probe_time(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0) + PROBE_GRACE
 
 
-async def _drain_ingest(system: System, deadline: float, say: Print) -> None:
-    """SIGUSR1 to ingest, then poll its ``/readyz`` until it says it is drained."""
-    proc = system.processes.get("ingest")
-    if proc is None or proc.poll() is not None:
-        return
-    say("draining: ingest refuses new events (503), flushing what it accepted")
-    proc.send_signal(signal.SIGUSR1)
+async def _drain_intake(system: System, deadline: float, say: Print) -> None:
+    """SIGUSR1 to ingest, then to the rest, each waited for until its ``/readyz`` says it
+    is drained: ingest refuses new events and flushes what it accepted; playbooks holds
+    its due steps and notify its queued sends for the next start. Without that, notify's
+    last results reached playbooks after it had stopped (they were left on the broker)."""
+    if _running(system, "ingest"):
+        say("draining: ingest refuses new events (503), flushing what it accepted")
+        if await _drained(system, ["ingest"], deadline):
+            say("draining: ingest did not finish flushing in time")
+            log.warning("supervisor.ingest_not_drained")
+    others = [name for name in HOLD_WORK if _running(system, name)]
+    if others:
+        say("draining: due steps and queued sends wait for the next start")
+        if late := await _drained(system, others, deadline):
+            say(f"draining: {', '.join(late)} did not hold their work in time")
+            log.warning("supervisor.services_not_drained", services=late)
+
+
+def _running(system: System, name: str) -> bool:
+    proc = system.processes.get(name)
+    return proc is not None and proc.poll() is None
+
+
+async def _drained(system: System, names: list[str], deadline: float) -> list[str]:
+    """SIGUSR1 to these services, then poll their ``/readyz`` until each says it is
+    drained; the ones that did not by the deadline."""
+    for name in names:
+        system.processes[name].send_signal(signal.SIGUSR1)
+    waiting = list(names)
     async with httpx.AsyncClient(timeout=2) as client:
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                body = (await client.get(f"{system.url('ingest')}/readyz")).json()
+        while waiting and time.monotonic() < deadline:
+            for name in list(waiting):
+                if not _running(system, name):
+                    waiting.remove(name)
+                    continue
+                try:
+                    body = (await client.get(f"{system.url(name)}/readyz")).json()
+                except (httpx.HTTPError, ValueError):
+                    continue
                 if body.get("drained"):
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
-            await asyncio.sleep(0.1)
-    if proc.poll() is None:
-        say("draining: ingest did not finish flushing in time")
-    log.warning("supervisor.ingest_not_drained")
+                    waiting.remove(name)
+            if waiting:
+                await asyncio.sleep(0.1)
+    return [name for name in waiting if _running(system, name)]
 
 
 async def _caught_up(probe: LagProbe, groups: list[str], deadline: float, say: Print) -> bool:

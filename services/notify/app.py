@@ -56,6 +56,8 @@ def create_app(settings: NotifySettings | None = None, *, clock: Clock = utcnow)
             stall_seconds=settings.consumer_stall_seconds,
         )
         # The worker starts first and stops last: the consumer's final batch still gets sent.
+        # Draining (``uptake run``) pauses it first: requests are still stored, not sent.
+        runtime.drain_hooks.append(worker.pause)
         return [worker, runner]
 
     app = create_service_app(

@@ -120,7 +120,10 @@ class DeliveryWorker:
         self._task = asyncio.create_task(self._run(), name="notify:worker")
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="notify:lease")
 
-    async def stop(self) -> None:
+    async def pause(self) -> None:
+        """Send nothing more (``uptake run``'s drain): the sends in hand finish and their
+        results are published; what is queued stays queued for the next start. Stopped
+        now, no delivery result can come after playbooks (which reads them) has stopped."""
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
@@ -128,6 +131,10 @@ class DeliveryWorker:
                 await asyncio.wait_for(self._task, timeout=30)
             except TimeoutError:
                 self._task.cancel()
+        await self.relay.publish_pending()
+
+    async def stop(self) -> None:
+        await self.pause()
         if self._heartbeat_task is not None:
             await self._heartbeat_task
         await self.slack.close()

@@ -83,6 +83,9 @@ def create_app(
             )
         if settings.scheduler_enabled:
             components.append(scheduler)
+            # draining (``uptake run``): due steps wait for the next start, so no request
+            # reaches notify after it has stopped sending
+            runtime.drain_hooks.append(scheduler.stop)
         return components
 
     app = create_service_app(
