@@ -151,10 +151,11 @@ async def running_system(
 
 @contextlib.asynccontextmanager
 async def system_in(
-    data: Path, *, fast_loops: bool = True, **extra_env: str
+    data: Path, *, smtp: SmtpSink | None = None, fast_loops: bool = True, **extra_env: str
 ) -> AsyncIterator[Running]:
-    """The whole system with its own SMTP server, its logs and data under ``data``."""
-    smtp = SmtpSink()
+    """The whole system with its own SMTP server (``smtp``, or a plain sink), its logs and
+    data under ``data``."""
+    smtp = smtp or SmtpSink()
     smtp.controller.start()
     try:
         async with running_system(data, smtp, fast_loops=fast_loops, **extra_env) as running:
