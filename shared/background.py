@@ -8,6 +8,7 @@ they hold one of these instead, and keep their own extra stop steps (a final flu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -41,6 +42,15 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
     for task in tasks:
         if not task.cancelled() and (error := task.exception()) is not None:
             raise error
+
+
+async def finish_within(task: asyncio.Future[Any] | None, seconds: float) -> None:
+    """Let a task that was asked to stop finish (its batch or sends in hand) for up to
+    ``seconds``; past that ``wait_for`` cancels it and waits for the cancellation."""
+    if task is None:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(task, timeout=seconds)
 
 
 class BackgroundTask:

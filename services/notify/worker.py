@@ -40,7 +40,7 @@ from services.notify.retry import RetryPolicy, SendResult
 from services.notify.settings import NotifySettings
 from services.notify.slack_sender import SlackSender
 from shared import topics
-from shared.background import wait_for_event
+from shared.background import finish_within, wait_for_event
 from shared.envelope import Envelope
 from shared.kafka import Publisher
 from shared.messages import DeliveryStatus
@@ -126,11 +126,7 @@ class DeliveryWorker:
         now, no delivery result can come after playbooks (which reads them) has stopped."""
         self._stopping.set()
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=30)
-            except TimeoutError:
-                self._task.cancel()
+        await finish_within(self._task, 30)
         await self.relay.publish_pending()
 
     async def stop(self) -> None:

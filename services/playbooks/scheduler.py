@@ -26,7 +26,7 @@ from services.playbooks.flows import facts_of
 from services.playbooks.models import Task, TaskGroup
 from services.playbooks.outbound import ContactFacts, CsmFacts, DueStep, build_request
 from shared import topics
-from shared.background import wait_for_event
+from shared.background import finish_within, wait_for_event
 from shared.envelope import Envelope, wrap
 from shared.kafka import Publisher
 
@@ -90,11 +90,7 @@ class StepScheduler:
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=30)
-            except TimeoutError:
-                self._task.cancel()
+        await finish_within(self._task, 30)
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import topics
+from shared.background import finish_within
 from shared.envelope import Envelope
 from shared.kafka.producer import Publisher, PublishError
 from shared.kafka.progress import Progress, ProgressWatch
@@ -193,11 +194,7 @@ class ConsumerRunner:
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group."""
         self._stopping.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=STOP_TIMEOUT_SECONDS)
-            except TimeoutError:
-                self._task.cancel()
+        await finish_within(self._task, STOP_TIMEOUT_SECONDS)
         if self._watch_task is not None:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)

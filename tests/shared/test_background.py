@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from shared.background import BackgroundTask, cancel_and_wait, wait_for_event
+from shared.background import BackgroundTask, cancel_and_wait, finish_within, wait_for_event
 
 
 async def test_a_loop_cancelled_as_its_event_is_set_stops() -> None:
@@ -113,3 +113,18 @@ async def test_cleanup_after_a_cancel_still_stops_every_task() -> None:
     else:
         raise AssertionError("the task's error was not raised")
     assert second.done() and "c" in stopped
+
+
+async def test_finish_within_lets_a_task_finish_and_cancels_one_past_its_time() -> None:
+    async def quick() -> None:
+        await asyncio.sleep(0.05)
+
+    async def stuck() -> None:
+        await asyncio.sleep(30)
+
+    done, late = asyncio.create_task(quick()), asyncio.create_task(stuck())
+    await finish_within(done, 5)
+    assert done.done() and not done.cancelled()
+    await finish_within(late, 0.1)
+    assert late.cancelled()
+    await finish_within(None, 1)  # never started: nothing to wait for
